@@ -1,0 +1,235 @@
+/* backend/report.c: the memory plan as a person reads it, or as JSON.
+ *
+ * Everything printed is read off the finished graph (liveness and arena
+ * have run); nothing is recomputed here, so the report and the schedule
+ * cannot disagree. Bytes are always shown exactly, units beside them.
+ */
+#include "mdlc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const phase_name[] = {
+    [IK_FWD] = "forward", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "backward",
+    [IK_BWD] = "backward", [IK_OPT] = "optimizer"};
+
+int64_t graph_param_count(const Graph *g) {
+  int64_t n = 0;
+  for (int v = 0; v < g->nvals; v++)
+    if (g->vals[v].kind == VK_PARAM) n += shape_numel_ok(&g->vals[v].shape);
+  return n;
+}
+
+static const char *loc_text(Loc l) {
+  if (l.file < 0) return "";
+  int line, col;
+  src_linecol(l.file, l.begin, &line, &col);
+  return xsprintf("%s:%d:%d", src_path(l.file), line, col);
+}
+
+const char *instr_describe(const Graph *g, int i) {
+  if (i < 0) return "before the first instruction (persistent buffers only)";
+  const Instr *in = &g->ins[i];
+  switch (in->kind) {
+  case IK_SEED:
+    return xsprintf("the seed gradient of the loss '%s'", g->vals[in->node].name);
+  case IK_OPT:
+    return xsprintf("the %s update of '%s'", optimizer_name[g->cfg.optimizer],
+                    g->vals[in->node].name);
+  default: {
+    const Node *n = &g->nodes[in->node];
+    const char *what = in->kind == IK_FWD ? "forward" : in->kind == IK_BWD
+                                                            ? "backward"
+                                                            : "recomputation";
+    return xsprintf("%s of %s '%s' (%s)", what, op_info[n->op].name, n->name,
+                    loc_text(n->loc));
+  }
+  }
+}
+
+/* Buffers alive right after instruction i's allocations. */
+static bool live_at(const Buf *b, int i) {
+  if (b->persistent) return true;
+  return i >= 0 && b->alloc_at <= i && (b->free_at < 0 || b->free_at >= i);
+}
+
+typedef struct {
+  int buf;       /* Buf index */
+  int64_t bytes; /* its size */
+} Ranked;
+
+static int by_bytes_desc(const void *pa, const void *pb) {
+  const Ranked *a = pa, *b = pb;
+  if (a->bytes != b->bytes) return a->bytes > b->bytes ? -1 : 1;
+  return a->buf - b->buf;
+}
+
+/* The largest buffers alive at the peak, at most `max`; returns how many. */
+static int top_at_peak(const Graph *g, Ranked *out, int max) {
+  Ranked *all = xalloc(sizeof(Ranked) * (size_t)(g->nbufs ? g->nbufs : 1));
+  int n = 0;
+  for (int b = 0; b < g->nbufs; b++)
+    if (live_at(&g->bufs[b], g->peak_at) && g->bufs[b].bytes > 0)
+      all[n++] = (Ranked){b, g->bufs[b].bytes};
+  qsort(all, (size_t)n, sizeof(Ranked), by_bytes_desc);
+  if (n > max) n = max;
+  memcpy(out, all, sizeof(Ranked) * (size_t)n);
+  return n;
+}
+
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c < 0x20) fprintf(f, "\\u%04x", c);
+    else fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+bool report_fits(const Graph *g, int64_t device_memory) {
+  return g->peak + CONTEXT_ESTIMATE_BYTES <= device_memory;
+}
+
+static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
+  Ranked top[10];
+  int ntop = top_at_peak(g, top, 10);
+  fprintf(f, "{\n  \"model\": ");
+  json_str(f, g->model_name ? g->model_name : "");
+  fprintf(f, ",\n  \"precision\": \"%s\",\n  \"optimizer\": \"%s\",\n",
+          precision_name[g->cfg.precision], optimizer_name[g->cfg.optimizer]);
+  fprintf(f, "  \"mode\": \"%s\",\n", g->cfg.infer ? "infer" : "train");
+  fprintf(f, "  \"param_count\": %lld,\n", (long long)graph_param_count(g));
+  fprintf(f, "  \"peak_bytes\": %lld,\n", (long long)g->peak);
+  fprintf(f, "  \"peak_at\": {\"instruction\": %d, \"of\": %d", g->peak_at + 1,
+          g->nins);
+  if (g->peak_at >= 0) {
+    const Instr *in = &g->ins[g->peak_at];
+    fprintf(f, ", \"phase\": \"%s\", \"what\": ", phase_name[in->kind]);
+    json_str(f, instr_describe(g, g->peak_at));
+  }
+  fprintf(f, "},\n  \"persistent_bytes\": %lld,\n",
+          (long long)g->persistent_bytes);
+  fprintf(f, "  \"arena_bytes\": %lld,\n", (long long)g->arena_bytes);
+  fprintf(f, "  \"planned_bytes\": %lld,\n",
+          (long long)(g->arena_bytes + g->persistent_bytes));
+  fprintf(f, "  \"categories\": {");
+  for (int c = 0; c < CAT_COUNT; c++)
+    fprintf(f, "%s\n    \"%s\": %lld", c ? "," : "", category_name[c],
+            (long long)g->by_cat[c]);
+  fprintf(f, "\n  },\n  \"largest_at_peak\": [");
+  for (int i = 0; i < ntop; i++) {
+    const Buf *b = &g->bufs[top[i].buf];
+    fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
+    json_str(f, b->name);
+    fprintf(f, ", \"bytes\": %lld, \"category\": \"%s\", \"dtype\": \"%s\"}",
+            (long long)b->bytes, category_name[b->cat], dtype_name(b->dtype));
+  }
+  fprintf(f, "\n  ],\n  \"instructions\": %d,\n  \"buffers\": %d", g->nins,
+          g->nbufs);
+  if (o->device_memory >= 0)
+    fprintf(f, ",\n  \"device_memory\": %lld,\n  \"context_estimate\": %lld,\n"
+               "  \"fits\": %s",
+            (long long)o->device_memory, (long long)CONTEXT_ESTIMATE_BYTES,
+            report_fits(g, o->device_memory) ? "true" : "false");
+  fprintf(f, "\n}\n");
+}
+
+static void line_bytes(FILE *f, const char *label, int64_t bytes) {
+  char u[32];
+  fprintf(f, "  %-22s %16lld B  %12s\n", label, (long long)bytes,
+          fmt_bytes(bytes, u));
+}
+
+void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
+  if (o->json) {
+    report_json(g, o, f);
+    return;
+  }
+  char u[32], u2[32];
+  fprintf(f, "model %s: one %s step, precision %s, optimizer %s\n",
+          g->model_name ? g->model_name : "?",
+          g->cfg.infer ? "inference" : "training",
+          precision_name[g->cfg.precision], optimizer_name[g->cfg.optimizer]);
+  fprintf(f, "parameters: %lld\n\n", (long long)graph_param_count(g));
+  fprintf(f, "peak: %lld B (%s)\n", (long long)g->peak, fmt_bytes(g->peak, u));
+  fprintf(f, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
+          instr_describe(g, g->peak_at));
+  fprintf(f, "\nat the peak, by category:\n");
+  for (int c = 0; c < CAT_COUNT; c++)
+    if (g->by_cat[c]) line_bytes(f, category_name[c], g->by_cat[c]);
+  line_bytes(f, "total", g->peak);
+
+  Ranked top[8];
+  int ntop = top_at_peak(g, top, 8);
+  fprintf(f, "\nlargest tensors alive at the peak:\n");
+  for (int i = 0; i < ntop; i++) {
+    const Buf *b = &g->bufs[top[i].buf];
+    fprintf(f, "  %14lld B %11s  %-20s %s\n", (long long)b->bytes,
+            fmt_bytes(b->bytes, u), category_name[b->cat], b->name);
+  }
+  int64_t planned = g->arena_bytes + g->persistent_bytes;
+  fprintf(f, "\nplanned memory: arena %lld B + persistent %lld B = %lld B (%s)\n",
+          (long long)g->arena_bytes, (long long)g->persistent_bytes,
+          (long long)planned, fmt_bytes(planned, u));
+  int64_t over = planned - g->peak;
+  fprintf(f, "  %lld B (%s, %.2f%%) above the peak of live bytes\n",
+          (long long)over, fmt_bytes(over, u2),
+          g->peak ? 100.0 * (double)over / (double)g->peak : 0.0);
+  if (o->device_memory >= 0) {
+    int64_t need = g->peak + CONTEXT_ESTIMATE_BYTES;
+    fprintf(f, "\ndevice memory %lld B (%s): %s\n", (long long)o->device_memory,
+            fmt_bytes(o->device_memory, u),
+            report_fits(g, o->device_memory) ? "fits" : "does NOT fit");
+    fprintf(f, "  peak %lld B + CUDA context and library handles, estimated "
+               "%lld B = %lld B (%s)\n",
+            (long long)g->peak, (long long)CONTEXT_ESTIMATE_BYTES,
+            (long long)need, fmt_bytes(need, u2));
+  }
+}
+
+/* ---- the operator table ------------------------------------------------- */
+
+static const char *saved_text(const Node *n) {
+  int sv = op_info[n->op].save;
+  if (!sv) return "nothing";
+  StrBuf sb = {0};
+  if (sv & SV_IN0) sb_printf(&sb, "%sinput 0", sb.n ? ", " : "");
+  if (sv & SV_IN1) sb_printf(&sb, "%sinput 1", sb.n ? ", " : "");
+  if (sv & SV_OUT) sb_printf(&sb, "%soutput", sb.n ? ", " : "");
+  if (sv & SV_EXTRA) sb_printf(&sb, "%sextras", sb.n ? ", " : "");
+  return sb.s;
+}
+
+void report_ops(const Graph *g, bool json, FILE *f) {
+  char s1[160];
+  if (json) fprintf(f, "[");
+  else
+    fprintf(f, "%5s  %-14s %-34s %-22s %-24s %s\n", "#", "op", "name",
+            "output", "parameters", "saves");
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    const Value *y = &g->vals[n->out[0]];
+    int64_t params = 0;
+    for (int k = 0; k < n->nin; k++)
+      if (g->vals[n->in[k]].kind == VK_PARAM)
+        params += shape_numel_ok(&g->vals[n->in[k]].shape);
+    if (json) {
+      fprintf(f, "%s\n  {\"index\": %d, \"op\": \"%s\", \"name\": ", i ? "," : "",
+              i, op_info[n->op].name);
+      json_str(f, n->name);
+      fprintf(f, ", \"dtype\": \"%s\", \"shape\": \"%s\", \"params\": %lld, "
+                 "\"flops\": %lld, \"saves\": \"%s\"}",
+              dtype_name(y->dtype), shape_str(&y->shape, s1), (long long)params,
+              (long long)op_flops(g, i), saved_text(n));
+    } else {
+      char out[200];
+      snprintf(out, sizeof out, "%s%s", dtype_name(y->dtype),
+               shape_str(&y->shape, s1));
+      fprintf(f, "%5d  %-14s %-34s %-22s %-24lld %s\n", i, op_info[n->op].name,
+              n->name, out, (long long)params, saved_text(n));
+    }
+  }
+  fprintf(f, json ? "\n]\n" : "");
+}

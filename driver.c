@@ -1,0 +1,310 @@
+/* driver.c: mdlc's command line and its pipeline.
+ *
+ * compile() is the whole compiler as one list: frontend, precision,
+ * autodiff, liveness, arena. Each action then reads the finished graph.
+ * Exit status: 0 success, 1 user error or failed check, 2 bad command
+ * line, 3 machine failure.
+ */
+#include "mdlc.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum {
+  ACT_PEAK, ACT_BUDGET, ACT_MAX_BATCH, ACT_EMIT_MDL, ACT_EMIT_CUDA, ACT_RUN,
+  ACT_OPS,
+} Action;
+
+typedef struct {
+  Action action;          /* what to do (default --peak) */
+  bool action_set;        /* an action option was given */
+  const char *file;       /* the model, or "-" */
+  Define *defs;           /* -D overrides */
+  int ndefs, capdefs;
+  Config cfg;             /* settings from the command line */
+  unsigned cfg_set;       /* which of cfg the command line set */
+  int64_t size_arg;       /* --budget / --max-batch SIZE */
+  int64_t device_memory;  /* --device-memory, -1 if none */
+  const char *emit_path;  /* --emit-cuda FILE */
+  const char *timeline;   /* --timeline FILE */
+  const char *dump_after; /* --dump-after=PASS */
+  bool device_cpu;        /* --device cpu */
+  RunOpts run;            /* --run settings */
+} Options;
+
+static void usage(FILE *f) {
+  fputs(
+      "usage: mdlc [OPTIONS] FILE.mdl   (or - for standard input)\n"
+      "\n"
+      "actions (default --peak):\n"
+      "  --peak                 the memory plan of one training step\n"
+      "  --budget SIZE          place checkpoints so the step fits in SIZE\n"
+      "  --max-batch SIZE       the largest `let batch` that fits in SIZE\n"
+      "  --emit-mdl             the model with the placed checkpoints\n"
+      "  --emit-cuda FILE.cu    write the CUDA program of the step\n"
+      "  --run                  run the step (--device cuda|cpu)\n"
+      "  --timeline FILE        live memory over the step (.svg or .json)\n"
+      "  --ops                  the operator table\n"
+      "\n"
+      "settings:\n"
+      "  -D NAME=VALUE          override a top-level `let`\n"
+      "  --precision P          fp32 fp16 bf16 fp16_mixed bf16_mixed\n"
+      "                         fp16_master bf16_master\n"
+      "  --optimizer O          sgd momentum adam adamw\n"
+      "  --state-dtype D        f32 bf16 f16\n"
+      "  --workspace SIZE       the shared scratch buffer (default 32MiB)\n"
+      "  --infer                forward only\n"
+      "  --optimizer-in-backward  update each parameter when its gradient is done\n"
+      "  --gpus N --zero S      data parallel over N devices, ZeRO stage S\n"
+      "  --device-memory SIZE   does it fit (CUDA context included)\n"
+      "  --device cuda|cpu      where --run runs (cpu: the reference executor)\n"
+      "  --steps N --seed N --lr X --data fixed|fresh --alloc pool|arena\n"
+      "  --check                compare one GPU step with the CPU reference\n"
+      "  --json  -o FILE  -q  --dump-after=PASS  --version  --help\n"
+      "\n"
+      "SIZE: plain bytes or with a unit: 512MiB, 8GiB, 64KiB, 1GB.\n",
+      f);
+}
+
+static const char *need_arg(int argc, char **argv, int *i) {
+  if (*i + 1 >= argc) die_usage("option '%s' needs a value", argv[*i]);
+  return argv[++*i];
+}
+
+static int64_t size_arg(const char *opt, const char *s) {
+  int64_t v;
+  if (!parse_size(s, &v))
+    die_usage("%s: '%s' is not a size (try 8GiB, 512MiB or plain bytes)", opt,
+              s);
+  return v;
+}
+
+static int64_t int_arg(const char *opt, const char *s, int64_t lo,
+                       int64_t hi) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || *end || end == s || v < lo || v > hi)
+    die_usage("%s: '%s' is not an integer in [%lld, %lld]", opt, s,
+              (long long)lo, (long long)hi);
+  return v;
+}
+
+static int word_arg(const char *opt, const char *s, const char *const *words,
+                    int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(s, words[i]) == 0) return i;
+  const char *near = closest_word(s, words, n);
+  if (near) die_usage("%s: unknown value '%s'; did you mean '%s'?", opt, s, near);
+  die_usage("%s: unknown value '%s'", opt, s);
+}
+
+static void set_action(Options *o, Action a, const char *opt) {
+  if (o->action_set && o->action != a)
+    die_usage("%s: only one action at a time", opt);
+  o->action = a;
+  o->action_set = true;
+}
+
+static const char *const long_opts[] = {
+    "--peak", "--budget", "--max-batch", "--emit-mdl", "--emit-cuda", "--run",
+    "--timeline", "--ops", "--precision", "--optimizer", "--state-dtype",
+    "--workspace", "--infer", "--optimizer-in-backward", "--gpus", "--zero",
+    "--device-memory", "--device", "--steps", "--seed", "--alloc", "--json",
+    "--version", "--help", "--dump-after", "--check", "--lr", "--data",
+    "--profile",
+};
+
+static void parse_args(int argc, char **argv, Options *o) {
+  static const char *const dtypes16[] = {"f32", "f16", "bf16"};
+  static const DType dtype16_val[] = {DT_F32, DT_F16, DT_BF16};
+  static const char *const devices[] = {"cuda", "cpu"};
+  static const char *const allocs[] = {"pool", "arena"};
+  static const char *const datas[] = {"fixed", "fresh"};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--peak") == 0) set_action(o, ACT_PEAK, a);
+    else if (strcmp(a, "--budget") == 0) {
+      set_action(o, ACT_BUDGET, a);
+      o->cfg.budget = size_arg(a, need_arg(argc, argv, &i));
+      o->cfg_set |= CFG_BUDGET;
+    } else if (strcmp(a, "--max-batch") == 0) {
+      set_action(o, ACT_MAX_BATCH, a);
+      o->size_arg = size_arg(a, need_arg(argc, argv, &i));
+    } else if (strcmp(a, "--emit-mdl") == 0) set_action(o, ACT_EMIT_MDL, a);
+    else if (strcmp(a, "--emit-cuda") == 0) {
+      set_action(o, ACT_EMIT_CUDA, a);
+      o->emit_path = need_arg(argc, argv, &i);
+    } else if (strcmp(a, "--run") == 0) set_action(o, ACT_RUN, a);
+    else if (strcmp(a, "--ops") == 0) set_action(o, ACT_OPS, a);
+    else if (strcmp(a, "--timeline") == 0) o->timeline = need_arg(argc, argv, &i);
+    else if (strcmp(a, "-D") == 0 || strncmp(a, "-D", 2) == 0) {
+      const char *d = a[2] ? a + 2 : need_arg(argc, argv, &i);
+      const char *eq = strchr(d, '=');
+      if (!eq || eq == d) die_usage("-D expects NAME=VALUE, got '%s'", d);
+      Define *df = VEC_PUSH(o->defs, o->ndefs, o->capdefs);
+      df->name = xstrndup(d, (size_t)(eq - d));
+      df->value = int_arg("-D", eq + 1, INT64_MIN, INT64_MAX);
+    } else if (strcmp(a, "--precision") == 0) {
+      o->cfg.precision = (Precision)word_arg(a, need_arg(argc, argv, &i),
+                                             precision_name, PREC_COUNT);
+      o->cfg_set |= CFG_PRECISION;
+    } else if (strcmp(a, "--optimizer") == 0) {
+      o->cfg.optimizer = (Optimizer)word_arg(a, need_arg(argc, argv, &i),
+                                             optimizer_name, OPTIM_COUNT);
+      o->cfg_set |= CFG_OPTIMIZER;
+    } else if (strcmp(a, "--state-dtype") == 0) {
+      o->cfg.state_dtype =
+          dtype16_val[word_arg(a, need_arg(argc, argv, &i), dtypes16, 3)];
+      o->cfg_set |= CFG_STATE_DTYPE;
+    } else if (strcmp(a, "--workspace") == 0) {
+      o->cfg.workspace = size_arg(a, need_arg(argc, argv, &i));
+      o->cfg_set |= CFG_WORKSPACE;
+    } else if (strcmp(a, "--infer") == 0) o->cfg.infer = true;
+    else if (strcmp(a, "--optimizer-in-backward") == 0)
+      o->cfg.opt_in_backward = true;
+    else if (strcmp(a, "--gpus") == 0)
+      o->cfg.gpus = (int)int_arg(a, need_arg(argc, argv, &i), 1, 1 << 20);
+    else if (strcmp(a, "--zero") == 0)
+      o->cfg.zero = (int)int_arg(a, need_arg(argc, argv, &i), 0, 3);
+    else if (strcmp(a, "--device-memory") == 0)
+      o->device_memory = size_arg(a, need_arg(argc, argv, &i));
+    else if (strcmp(a, "--device") == 0)
+      o->device_cpu = word_arg(a, need_arg(argc, argv, &i), devices, 2) == 1;
+    else if (strcmp(a, "--steps") == 0)
+      o->run.steps = (int)int_arg(a, need_arg(argc, argv, &i), 1, 1000000);
+    else if (strcmp(a, "--seed") == 0)
+      o->run.seed = (uint64_t)int_arg(a, need_arg(argc, argv, &i), 0, INT64_MAX);
+    else if (strcmp(a, "--lr") == 0) {
+      const char *s = need_arg(argc, argv, &i);
+      char *end;
+      o->run.lr = strtod(s, &end);
+      if (*end || end == s || !(o->run.lr > 0))
+        die_usage("--lr: '%s' is not a positive number", s);
+    } else if (strcmp(a, "--data") == 0)
+      o->run.fresh_data = word_arg(a, need_arg(argc, argv, &i), datas, 2) == 1;
+    else if (strcmp(a, "--alloc") == 0)
+      o->run.arena = word_arg(a, need_arg(argc, argv, &i), allocs, 2) == 1;
+    else if (strcmp(a, "--check") == 0) o->run.check = true;
+    else if (strcmp(a, "--profile") == 0) o->run.profile = true;
+    else if (strcmp(a, "--json") == 0) o->run.json = true;
+    else if (strcmp(a, "-q") == 0) o->run.quiet = true;
+    else if (strcmp(a, "-o") == 0) o->run.out_path = need_arg(argc, argv, &i);
+    else if (strncmp(a, "--dump-after=", 13) == 0) o->dump_after = a + 13;
+    else if (strcmp(a, "--version") == 0) {
+      printf("mdlc %s\n", MDLC_VERSION);
+      exit(0);
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      exit(0);
+    } else if (a[0] == '-' && a[1]) {
+      const char *near = closest_word(a, long_opts,
+                                      (int)(sizeof long_opts / sizeof *long_opts));
+      if (near) die_usage("unknown option '%s'; did you mean '%s'?", a, near);
+      die_usage("unknown option '%s' (see mdlc --help)", a);
+    } else {
+      if (o->file) die_usage("one model at a time ('%s' and '%s')", o->file, a);
+      o->file = a;
+    }
+  }
+  if (!o->file) die_usage("no model file given (see mdlc --help)");
+  if (o->cfg.zero && o->cfg.gpus < 2)
+    die_usage("--zero %d shards over devices: give --gpus N with N >= 2",
+              o->cfg.zero);
+}
+
+static const char *const pass_names[] = {"frontend", "precision", "autodiff",
+                                         "liveness", "arena"};
+
+/* The pipeline. Returns NULL after a user error was reported. */
+static Graph *compile(const Options *o) {
+  for (size_t i = 0; o->dump_after && i < 5; i++)
+    if (strcmp(o->dump_after, pass_names[i]) == 0) goto known;
+  if (o->dump_after) {
+    const char *near = closest_word(o->dump_after, pass_names, 5);
+    die_usage("--dump-after: unknown pass '%s'%s%s%s", o->dump_after,
+              near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+  }
+known:;
+#define DUMP(name, step)                                                     \
+  if (o->dump_after && strcmp(o->dump_after, name) == 0) {                   \
+    graph_dump(g, stdout, step);                                             \
+    exit(0);                                                                 \
+  }
+  Graph *g = frontend_load(o->file, o->defs, o->ndefs, &o->cfg, o->cfg_set);
+  if (!g) return NULL;
+#ifdef MDLC_VERIFY
+#define VERIFY() graph_verify(g)
+#else
+#define VERIFY() ((void)0)
+#endif
+  VERIFY();
+  DUMP("frontend", false);
+  pass_precision(g);
+  VERIFY();
+  DUMP("precision", false);
+  pass_autodiff(g);
+  VERIFY();
+  DUMP("autodiff", true);
+  pass_liveness(g);
+  VERIFY();
+  DUMP("liveness", true);
+  pass_arena(g);
+  VERIFY();
+  DUMP("arena", true);
+  return g;
+}
+
+static int run_action(const Options *o, Graph *g) {
+  FILE *out = stdout;
+  if (o->run.out_path && o->action != ACT_RUN) {
+    out = fopen(o->run.out_path, "w");
+    if (!out) die_usage("-o: cannot write '%s': %s", o->run.out_path,
+                        strerror(errno));
+  }
+  int rc = 0;
+  if (o->timeline) timeline_write(g, o->timeline);
+  switch (o->action) {
+  case ACT_PEAK:
+    report_peak(g, &(ReportOpts){.json = o->run.json,
+                                 .device_memory = o->device_memory},
+                out);
+    if (o->device_memory >= 0 && !report_fits(g, o->device_memory)) rc = 1;
+    break;
+  case ACT_OPS:
+    report_ops(g, o->run.json, out);
+    break;
+  case ACT_EMIT_CUDA: {
+    FILE *f = fopen(o->emit_path, "w");
+    if (!f) die_usage("--emit-cuda: cannot write '%s': %s", o->emit_path,
+                      strerror(errno));
+    rc = cuda_emit(g, &o->run, f);
+    if (fclose(f) != 0) die_usage("--emit-cuda: writing '%s' failed", o->emit_path);
+    break;
+  }
+  case ACT_RUN:
+    rc = o->device_cpu ? cpu_run(g, &o->run) : cuda_run(g, &o->run);
+    break;
+  case ACT_BUDGET:
+  case ACT_MAX_BATCH:
+  case ACT_EMIT_MDL:
+    die_usage("%s is not implemented yet in mdlc %s",
+              o->action == ACT_BUDGET ? "--budget"
+              : o->action == ACT_MAX_BATCH ? "--max-batch" : "--emit-mdl",
+              MDLC_VERSION);
+  }
+  if (out != stdout && fclose(out) != 0)
+    die_usage("-o: writing '%s' failed", o->run.out_path);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  atexit(mem_free_all);
+  Options o = {.device_memory = -1, .run = {.steps = 1}};
+  o.cfg = graph_new()->cfg; /* the defaults */
+  parse_args(argc, argv, &o);
+  Graph *g = compile(&o);
+  if (!g) return 1;
+  return run_action(&o, g);
+}

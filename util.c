@@ -1,0 +1,199 @@
+/* util.c: the compiler's memory, strings and small helpers.
+ *
+ * Every allocation is a block on one intrusive list, freed together by
+ * mem_free_all() at exit, so leak checkers see only real leaks (of the
+ * runtime, say) and the compiler never frees piecemeal. Blocks are zeroed.
+ */
+#include "mdlc.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Block {
+  struct Block *next; /* the block allocated before this one */
+  size_t size;        /* bytes of payload */
+  max_align_t payload[];
+} Block;
+
+static Block *blocks; /* newest first */
+
+static _Noreturn void out_of_memory(size_t n) {
+  fprintf(stderr, "mdlc: fatal: out of memory allocating %zu bytes\n", n);
+  abort();
+}
+
+void *xalloc(size_t n) {
+  Block *b = calloc(1, sizeof(Block) + n);
+  if (!b) out_of_memory(n);
+  b->size = n;
+  b->next = blocks;
+  blocks = b;
+  return b->payload;
+}
+
+/* Grows by allocating anew: the old block stays on the list until exit,
+ * which doubles at most the memory of a growing array. */
+void *xrealloc_array(void *p, size_t old_n, size_t new_n, size_t elem) {
+  if (new_n && elem > SIZE_MAX / new_n) out_of_memory(SIZE_MAX);
+  void *q = xalloc(new_n * elem);
+  if (p && old_n) memcpy(q, p, (old_n < new_n ? old_n : new_n) * elem);
+  return q;
+}
+
+void *vec_grow(void *a, int n, int *cap, size_t elem) {
+  if (n < *cap) return a;
+  int nc = *cap ? 2 * *cap : 16;
+  a = xrealloc_array(a, (size_t)*cap, (size_t)nc, elem);
+  *cap = nc;
+  return a;
+}
+
+void mem_free_all(void) {
+  while (blocks) {
+    Block *b = blocks;
+    blocks = b->next;
+    free(b);
+  }
+}
+
+char *xstrndup(const char *s, size_t n) {
+  char *d = xalloc(n + 1);
+  memcpy(d, s, n);
+  return d;
+}
+
+char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
+
+static char *vxsprintf(const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0) ICE("bad format '%s'", fmt);
+  char *s = xalloc((size_t)n + 1);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  return s;
+}
+
+char *xsprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = vxsprintf(fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static void sb_reserve(StrBuf *sb, size_t more) {
+  if (sb->n + more + 1 <= sb->cap) return;
+  size_t cap = sb->cap ? sb->cap : 64;
+  while (cap < sb->n + more + 1) cap *= 2;
+  char *s = xalloc(cap);
+  if (sb->s) memcpy(s, sb->s, sb->n + 1);
+  sb->s = s;
+  sb->cap = cap;
+}
+
+void sb_printf(StrBuf *sb, const char *fmt, ...) {
+  va_list ap, ap2;
+  va_start(ap, fmt);
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0) ICE("bad format '%s'", fmt);
+  sb_reserve(sb, (size_t)n);
+  vsnprintf(sb->s + sb->n, (size_t)n + 1, fmt, ap);
+  sb->n += (size_t)n;
+  va_end(ap);
+}
+
+void sb_putc(StrBuf *sb, char c) {
+  sb_reserve(sb, 1);
+  sb->s[sb->n++] = c;
+  sb->s[sb->n] = 0;
+}
+
+bool mul_ok(int64_t a, int64_t b, int64_t *out) {
+  return !__builtin_mul_overflow(a, b, out);
+}
+
+bool add_ok(int64_t a, int64_t b, int64_t *out) {
+  return !__builtin_add_overflow(a, b, out);
+}
+
+/* "8GiB" = 8 * 2^30, "1GB" = 10^9, "100B" = 100, "1234" = 1234.
+ * Underscores between digits are allowed, as in the language. */
+bool parse_size(const char *s, int64_t *out) {
+  static const struct { const char *unit; int64_t mult; } units[] = {
+      {"", 1},          {"B", 1},
+      {"KiB", 1LL << 10}, {"MiB", 1LL << 20}, {"GiB", 1LL << 30},
+      {"TiB", 1LL << 40}, {"KB", 1000LL},      {"MB", 1000000LL},
+      {"GB", 1000000000LL}, {"TB", 1000000000000LL},
+  };
+  int64_t v = 0;
+  const char *p = s;
+  if (!isdigit((unsigned char)*p)) return false;
+  for (; isdigit((unsigned char)*p) || (*p == '_' && isdigit((unsigned char)p[1])); p++) {
+    if (*p == '_') continue;
+    if (!mul_ok(v, 10, &v) || !add_ok(v, *p - '0', &v)) return false;
+  }
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (strcmp(p, units[i].unit) == 0) return mul_ok(v, units[i].mult, out);
+  return false;
+}
+
+const char *fmt_bytes(int64_t bytes, char *buf) {
+  static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = (double)bytes;
+  int u = 0;
+  while ((v >= 1024.0 || v <= -1024.0) && u < 5) {
+    v /= 1024.0;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, 32, "%lld B", (long long)bytes);
+  else
+    snprintf(buf, 32, "%.2f %s", v, unit[u]);
+  return buf;
+}
+
+int edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 64 || lb > 64) return INT_MAX / 2; /* names that long: no guess */
+  int row[65];
+  for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+  for (size_t i = 1; i <= la; i++) {
+    int diag = row[0];
+    row[0] = (int)i;
+    for (size_t j = 1; j <= lb; j++) {
+      int up = row[j];
+      int best = diag + (a[i - 1] != b[j - 1]);
+      if (row[j] + 1 < best) best = row[j] + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+/* Close enough: at most a third of the word's letters changed (at least 1,
+ * at most 3). Ties go to the first candidate, so results are stable. */
+const char *closest_word(const char *word, const char *const *cands, int n) {
+  int len = (int)strlen(word);
+  int limit = len / 3;
+  if (limit < 1) limit = 1;
+  if (limit > 3) limit = 3;
+  const char *best = NULL;
+  int best_d = limit + 1;
+  for (int i = 0; i < n; i++) {
+    if (!cands[i]) continue;
+    int d = edit_distance(word, cands[i]);
+    if (d < best_d) {
+      best_d = d;
+      best = cands[i];
+    }
+  }
+  return best;
+}
