@@ -403,6 +403,9 @@ int graph_add_output(Graph *g, int node, const char *name, DType dt,
 /* Sets contiguous strides on a value from its shape. */
 void value_set_contiguous(Value *v);
 bool value_is_contiguous(const Value *v);
+/* Forgets the step (buffers, instructions, liveness, arena) so that
+ * pass_autodiff can build it again, e.g. after segments changed. */
+void graph_clear_step(Graph *g);
 /* The value whose storage a value uses (follows view_of to the root). */
 int value_root(const Graph *g, int v);
 /* Textual IR: one line a value/node, stable across runs. */

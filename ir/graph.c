@@ -115,6 +115,16 @@ int graph_add_output(Graph *g, int node, const char *name, DType dt,
   return v;
 }
 
+void graph_clear_step(Graph *g) {
+  g->nbufs = 0;
+  g->nins = 0;
+  g->val_buf = g->grad_buf = NULL;
+  g->workspace_buf = -1;
+  g->persistent_bytes = g->peak = g->arena_bytes = 0;
+  g->peak_at = -1;
+  for (int c = 0; c < CAT_COUNT; c++) g->by_cat[c] = 0;
+}
+
 int value_root(const Graph *g, int v) {
   while (g->vals[v].view_of >= 0) v = g->vals[v].view_of;
   return v;
