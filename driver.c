@@ -214,6 +214,24 @@ static void parse_args(int argc, char **argv, Options *o) {
               o->cfg.zero);
 }
 
+/* Data parallel: each of N devices runs the whole model on batch / N
+ * samples, so the model is compiled again with `batch` divided. */
+static Graph *per_device(const Options *o, Graph *g) {
+  int n = o->cfg.gpus;
+  if (g->batch < 0)
+    die_usage("--gpus %d splits the batch, but the model has no top-level "
+              "`let batch`", n);
+  if (g->batch % n)
+    die_usage("--gpus %d: batch %lld does not divide evenly over %d devices",
+              n, (long long)g->batch, n);
+  Define *defs = xalloc(sizeof(Define) * (size_t)(o->ndefs + 1));
+  int nd = 0;
+  for (int i = 0; i < o->ndefs; i++)
+    if (strcmp(o->defs[i].name, "batch") != 0) defs[nd++] = o->defs[i];
+  defs[nd++] = (Define){"batch", g->batch / n};
+  return frontend_load(o->file, defs, nd, &o->cfg, o->cfg_set);
+}
+
 static const char *const pass_names[] = {"frontend", "precision", "autodiff",
                                          "liveness", "arena"};
 
@@ -233,6 +251,8 @@ known:;
     exit(0);                                                                 \
   }
   Graph *g = frontend_load(o->file, o->defs, o->ndefs, &o->cfg, o->cfg_set);
+  if (!g) return NULL;
+  if (o->cfg.gpus > 1) g = per_device(o, g);
   if (!g) return NULL;
 #ifdef MDLC_VERIFY
 #define VERIFY() graph_verify(g)
@@ -284,6 +304,9 @@ static int run_action(const Options *o, Graph *g) {
     break;
   }
   case ACT_RUN:
+    if (o->cfg.gpus > 1)
+      die_usage("--run executes one device; --gpus %d is for --peak",
+                o->cfg.gpus);
     rc = o->device_cpu ? cpu_run(g, &o->run) : cuda_run(g, &o->run);
     break;
   case ACT_BUDGET:

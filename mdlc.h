@@ -282,6 +282,9 @@ typedef enum {
   IK_SEED,      /* fill the loss gradient with 1 */
   IK_BWD,       /* run node `node` backward */
   IK_OPT,       /* optimizer update of parameter value `node` */
+  IK_REDUCE,    /* ZeRO >= 2: reduce-scatter parameter `node`'s full
+                   gradient into its shard (accounting only: --run refuses
+                   --gpus > 1) */
 } InstrKind;
 
 /* An operand: a buffer and the value whose geometry (shape, view offset
@@ -309,6 +312,11 @@ typedef struct {
  *   IK_OPT (node = the parameter value):
  *     in = {param, grad, master or -1, state0 or -1, state1 or -1}
  *     out = {} (updates param, master and state in place)
+ *   IK_REDUCE (node = the parameter value): in = {full gradient},
+ *     out = {gradient shard}
+ * With --zero 3 a parameter operand of IK_FWD/IK_RECOMPUTE/IK_BWD names
+ * a gathered full copy (one per pass, forward and backward) instead of the
+ * persistent shard.
  * The Ref's value gives the geometry: for a gradient it is the value whose
  * gradient it is, so a view's gradient lands at the view's place in its
  * base's gradient buffer. */
@@ -507,6 +515,70 @@ const char *ast_kind_name(AstKind k);
  * errors are reported and counted (diag_errors), and the tree holds
  * AST_ERROR or NULL where they were. */
 Ast *parse_source(int file);
+
+/* ---- frontend/lower.c: tree to graph (scopes, blocks, names, segments) ---- */
+
+/* The value of an expression while lowering. */
+typedef enum {
+  EV_ERR,    /* an error, already reported: propagate quietly */
+  EV_INT,    /* i */
+  EV_FLOAT,  /* f */
+  EV_BOOL,   /* i (0 or 1) */
+  EV_SIZE,   /* i bytes */
+  EV_WORD,   /* w: a bare word as an option value (`dtype = bf16`) */
+  EV_TENSOR, /* v: a value of the graph */
+  EV_TUPLE,  /* vs[0..nv): the outputs of split */
+  EV_TYPE,   /* ast: an AST_TYPE (`f32[4, 3]`), the argument of param() */
+} EvKind;
+
+typedef struct {
+  EvKind k;        /* which fields hold */
+  int64_t i;       /* EV_INT, EV_BOOL, EV_SIZE */
+  double f;        /* EV_FLOAT */
+  const char *w;   /* EV_WORD */
+  int v;           /* EV_TENSOR */
+  int *vs;         /* EV_TUPLE */
+  int nv;          /* EV_TUPLE */
+  const Ast *ast;  /* where it was written */
+} Ev;
+
+typedef struct Lower Lower; /* the lowering's state (frontend/lower.c) */
+
+/* Evaluates an expression in the current scope. ctx names unbound
+ * intermediates (`ctx:op`); want, if not NULL, names the node that makes
+ * the result. words: a name bound to nothing is a word (option values). */
+Ev lower_expr(Lower *L, const Ast *e, const char *ctx, const char *want,
+              bool words);
+Graph *lower_graph(Lower *L);
+/* The scope's full, unique name for a node called `local` ("m" becomes
+ * "layer[3]/m", or "layer[3]/m#2" if taken). */
+const char *lower_node_name(Lower *L, const char *local);
+/* A unique value name from a full one (adds "#2", ... if taken). */
+const char *lower_value_name(Lower *L, const char *full);
+/* Adds a node in the current checkpoint segment, with its dtype override. */
+int lower_node(Lower *L, Op op, const char *full, const int *in, int nin,
+               Loc loc, int dtype_override);
+/* A parameter or state value (no node), named uniquely from `full`. */
+int lower_param(Lower *L, const char *full, ValueKind k, DType dt,
+                const Shape *s, Loc loc);
+/* Checks a shape's rank, extents and element count; reports at loc. */
+bool lower_shape_ok(Lower *L, const Shape *s, Loc loc, const char *what);
+/* "a tensor f32[8, 3]", "the integer 4", ...: for messages. */
+const char *ev_describe(const Lower *L, Ev e);
+
+/* ---- frontend/builtins.c: the operators of language.md ---- */
+
+bool builtin_exists(const char *name);
+/* The names of every operator (for did-you-mean), NULL-terminated. */
+const char *const *builtin_names(void);
+/* Lowers a call of operator `call->str`: checks arguments and options,
+ * infers shapes, creates nodes. outnames/nout: the names of a tuple
+ * binding (split), else NULL/0. */
+Ev lower_builtin(Lower *L, const Ast *call, const char *ctx, const char *want,
+                 const char *const *outnames, int nout);
+/* a + b, a * b (tensors), x * c: the operators written as symbols. */
+Ev builtin_binary(Lower *L, Op op, Ev a, Ev b, const char *name, Loc loc);
+Ev builtin_scale(Lower *L, Ev x, double c, const char *name, Loc loc);
 
 /* ======================================================================
  * passes/: one file each, one entry point each

@@ -20,6 +20,29 @@ int64_t graph_param_count(const Graph *g) {
   return n;
 }
 
+/* Model states per device, as the ZeRO paper counts them: parameters,
+ * gradients (as kept between backward and update), optimizer state and
+ * master weights, each sharded as the ZeRO stage says. */
+static int64_t model_state_bytes(const Graph *g) {
+  int64_t n = 0;
+  for (int b = 0; b < g->nbufs; b++) {
+    const Buf *x = &g->bufs[b];
+    if (!x->persistent) continue;
+    bool param = x->cat == CAT_PARAM && g->vals[x->value].kind == VK_PARAM;
+    if (param || x->cat == CAT_OPT_STATE || x->cat == CAT_MASTER)
+      n += x->bytes;
+  }
+  int stage = g->cfg.gpus > 1 ? g->cfg.zero : 0;
+  for (int v = 0; v < g->nvals; v++) {
+    if (g->vals[v].kind != VK_PARAM || !g->grad_buf || g->grad_buf[v] < 0)
+      continue;
+    int64_t e = shape_numel_ok(&g->vals[v].shape);
+    if (stage >= 2) e = (e + g->cfg.gpus - 1) / g->cfg.gpus;
+    n += e * dtype_size(g->vals[v].dtype);
+  }
+  return n;
+}
+
 static const char *loc_text(Loc l) {
   if (l.file < 0) return "";
   int line, col;
@@ -101,6 +124,8 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
           precision_name[g->cfg.precision], optimizer_name[g->cfg.optimizer]);
   fprintf(f, "  \"mode\": \"%s\",\n", g->cfg.infer ? "infer" : "train");
   fprintf(f, "  \"param_count\": %lld,\n", (long long)graph_param_count(g));
+  fprintf(f, "  \"gpus\": %d,\n  \"zero\": %d,\n", g->cfg.gpus, g->cfg.zero);
+  fprintf(f, "  \"model_state_bytes\": %lld,\n", (long long)model_state_bytes(g));
   fprintf(f, "  \"peak_bytes\": %lld,\n", (long long)g->peak);
   fprintf(f, "  \"peak_at\": {\"instruction\": %d, \"of\": %d", g->peak_at + 1,
           g->nins);
@@ -152,7 +177,14 @@ void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
           g->model_name ? g->model_name : "?",
           g->cfg.infer ? "inference" : "training",
           precision_name[g->cfg.precision], optimizer_name[g->cfg.optimizer]);
-  fprintf(f, "parameters: %lld\n\n", (long long)graph_param_count(g));
+  fprintf(f, "parameters: %lld\n", (long long)graph_param_count(g));
+  if (g->cfg.gpus > 1)
+    fprintf(f, "data parallel: %d devices, ZeRO stage %d, batch %lld per "
+               "device; figures are per device\n",
+            g->cfg.gpus, g->cfg.zero, (long long)g->batch);
+  int64_t ms = model_state_bytes(g);
+  fprintf(f, "model states (parameters, gradients, optimizer state, master "
+             "weights): %lld B (%s)\n\n", (long long)ms, fmt_bytes(ms, u));
   fprintf(f, "peak: %lld B (%s)\n", (long long)g->peak, fmt_bytes(g->peak, u));
   fprintf(f, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
           instr_describe(g, g->peak_at));

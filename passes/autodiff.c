@@ -32,6 +32,7 @@ typedef struct {
   Graph *g;
   int *rec_buf;       /* value -> buffer of its recomputed copy, -1 */
   int (*opt_buf)[3];  /* parameter -> master, state 0, state 1 buffers, -1 */
+  int *shard_grad;    /* parameter -> its reduced gradient shard (ZeRO >= 2) */
   bool *seg_done;     /* segment already recomputed */
   bool infer;         /* forward only */
 } Step;
@@ -99,6 +100,12 @@ static void dropout_as_view(Graph *g) {
 
 /* ---- persistent buffers -------------------------------------------------- */
 
+/* ZeRO: the elements of a tensor that one of N devices keeps. */
+static int64_t shard(const Graph *g, int64_t numel, int stage) {
+  if (g->cfg.gpus <= 1 || g->cfg.zero < stage) return numel;
+  return (numel + g->cfg.gpus - 1) / g->cfg.gpus;
+}
+
 static DType state_dtype(const Graph *g, DType param_dt) {
   if (g->cfg.state_dtype >= 0) return (DType)g->cfg.state_dtype;
   Precision p = g->cfg.precision;
@@ -119,15 +126,16 @@ static void persistent_bufs(Step *st) {
   for (int v = 0; v < g->nvals; v++) {
     const Value *x = &g->vals[v];
     if (x->kind != VK_PARAM && x->kind != VK_STATE) continue;
-    int b = new_buf(g, x->name, CAT_PARAM, x->dtype, shape_numel_ok(&x->shape),
-                    true);
+    int64_t numel = shape_numel_ok(&x->shape);
+    if (x->kind == VK_PARAM) numel = shard(g, numel, 3);
+    int b = new_buf(g, x->name, CAT_PARAM, x->dtype, numel, true);
     g->bufs[b].value = v;
     g->val_buf[v] = b;
   }
   for (int v = 0; v < g->nvals; v++) {
     const Value *x = &g->vals[v];
     if (x->kind != VK_PARAM || g->cfg.infer) continue;
-    int64_t numel = shape_numel_ok(&x->shape);
+    int64_t numel = shard(g, shape_numel_ok(&x->shape), 1);
     if (master) {
       int b = new_buf(g, xsprintf("%s@master", x->name), CAT_MASTER, DT_F32,
                       numel, true);
@@ -315,49 +323,107 @@ static void recompute_segment(Step *s, int seg) {
 
 /* ---- optimizer ----------------------------------------------------------- */
 
+/* ZeRO >= 2: once parameter p's gradient is complete it is reduce-scattered
+ * into a shard that lives until the update; the full gradient, a
+ * communication buffer, dies there. */
+static void emit_reduce(Step *s, int p) {
+  Graph *g = s->g;
+  const Value *x = &g->vals[p];
+  int full = g->grad_buf[p];
+  int b = new_buf(g, xsprintf("d:%s@shard", x->name), CAT_GRAD, x->dtype,
+                  shard(g, shape_numel_ok(&x->shape), 2), false);
+  g->bufs[b].grad_of = p;
+  Instr *in = new_instr(g, IK_REDUCE, p, 1, 1);
+  in->in[0] = (Ref){full, p};
+  in->out[0] = (Ref){b, p};
+  s->shard_grad[p] = b;
+}
+
 static void emit_opt(Step *s, int param) {
   Graph *g = s->g;
   Instr *in = new_instr(g, IK_OPT, param, 5, 0);
   in->in[0] = (Ref){g->val_buf[param], param};
-  in->in[1] = (Ref){g->grad_buf[param], param};
+  int gb = s->shard_grad[param] >= 0 ? s->shard_grad[param] : g->grad_buf[param];
+  in->in[1] = (Ref){gb, param};
   for (int k = 0; k < 3; k++) in->in[2 + k] = (Ref){s->opt_buf[param][k], param};
 }
 
-/* With --optimizer-in-backward each update follows the last instruction
- * that writes its parameter's gradient. Rebuilds g->ins in that order:
- * after[i] lists, in value order, the parameters completed by instruction
- * i (linked through next[]). */
-static void interleave_updates(Step *s) {
+/* After the backward: each parameter whose gradient is complete at
+ * instruction i gets, right after i, its reduce-scatter (ZeRO >= 2) and,
+ * with --optimizer-in-backward, its update; otherwise the updates follow
+ * the whole backward, in parameter order. after[i] lists, in value order,
+ * the parameters completed by instruction i (linked through next[]). */
+static void finish_step(Step *s) {
   Graph *g = s->g;
-  int *param_of = xalloc(sizeof(int) * (size_t)(g->nbufs ? g->nbufs : 1));
-  int *last = xalloc(sizeof(int) * (size_t)g->nvals);
-  int *next = xalloc(sizeof(int) * (size_t)g->nvals);
-  int *after = xalloc(sizeof(int) * (size_t)(g->nins ? g->nins : 1));
-  for (int b = 0; b < g->nbufs; b++) param_of[b] = -1;
-  for (int v = 0; v < g->nvals; v++) {
-    last[v] = -1;
-    if (g->vals[v].kind == VK_PARAM && g->grad_buf[v] >= 0)
-      param_of[g->grad_buf[v]] = v;
-  }
-  for (int i = 0; i < g->nins; i++) {
-    after[i] = -1;
-    const Instr *in = &g->ins[i];
-    for (int k = 0; k < in->nout; k++)
-      if (in->out[k].buf >= 0 && param_of[in->out[k].buf] >= 0)
-        last[param_of[in->out[k].buf]] = i;
-  }
-  for (int v = g->nvals - 1; v >= 0; v--)
-    if (last[v] >= 0) {
-      next[v] = after[last[v]];
-      after[last[v]] = v;
+  bool reduce = g->cfg.gpus > 1 && g->cfg.zero >= 2;
+  if (reduce || g->cfg.opt_in_backward) {
+    int *param_of = xalloc(sizeof(int) * (size_t)(g->nbufs ? g->nbufs : 1));
+    int *last = xalloc(sizeof(int) * (size_t)g->nvals);
+    int *next = xalloc(sizeof(int) * (size_t)g->nvals);
+    int *after = xalloc(sizeof(int) * (size_t)(g->nins ? g->nins : 1));
+    for (int b = 0; b < g->nbufs; b++) param_of[b] = -1;
+    for (int v = 0; v < g->nvals; v++) {
+      last[v] = -1;
+      if (g->vals[v].kind == VK_PARAM && g->grad_buf[v] >= 0)
+        param_of[g->grad_buf[v]] = v;
     }
-  Instr *old = g->ins;
-  int nold = g->nins;
-  g->ins = NULL;
-  g->nins = g->capins = 0;
-  for (int i = 0; i < nold; i++) {
-    *VEC_PUSH(g->ins, g->nins, g->capins) = old[i];
-    for (int v = after[i]; v >= 0; v = next[v]) emit_opt(s, v);
+    for (int i = 0; i < g->nins; i++) {
+      after[i] = -1;
+      const Instr *in = &g->ins[i];
+      for (int k = 0; k < in->nout; k++)
+        if (in->out[k].buf >= 0 && param_of[in->out[k].buf] >= 0)
+          last[param_of[in->out[k].buf]] = i;
+    }
+    for (int v = g->nvals - 1; v >= 0; v--)
+      if (last[v] >= 0) {
+        next[v] = after[last[v]];
+        after[last[v]] = v;
+      }
+    Instr *old = g->ins;
+    int nold = g->nins;
+    g->ins = NULL;
+    g->nins = g->capins = 0;
+    for (int i = 0; i < nold; i++) {
+      *VEC_PUSH(g->ins, g->nins, g->capins) = old[i];
+      for (int v = after[i]; v >= 0; v = next[v]) {
+        if (reduce) emit_reduce(s, v);
+        if (g->cfg.opt_in_backward) emit_opt(s, v);
+      }
+    }
+  }
+  if (!g->cfg.opt_in_backward)
+    for (int v = 0; v < g->nvals; v++)
+      if (g->vals[v].kind == VK_PARAM && g->grad_buf[v] >= 0) emit_opt(s, v);
+}
+
+/* ZeRO 3: parameters are sharded; every forward, recompute and backward
+ * operand that is a parameter names a gathered full copy instead, one per
+ * pass (forward; recompute and backward), which liveness then allocates
+ * before its first use in that pass and frees after its last. */
+static void gather_params(Step *s) {
+  Graph *g = s->g;
+  int *gathered = xalloc(sizeof(int) * 2 * (size_t)g->nvals);
+  for (int i = 0; i < 2 * g->nvals; i++) gathered[i] = -1;
+  for (int i = 0; i < g->nins; i++) {
+    Instr *in = &g->ins[i];
+    if (in->kind != IK_FWD && in->kind != IK_RECOMPUTE && in->kind != IK_BWD)
+      continue;
+    int pass = in->kind == IK_FWD ? 0 : 1;
+    for (int k = 0; k < in->nin; k++) {
+      int b = in->in[k].buf;
+      if (b < 0 || g->bufs[b].value < 0) continue;
+      int v = g->bufs[b].value;
+      if (g->vals[v].kind != VK_PARAM) continue;
+      int *slot = &gathered[2 * v + pass];
+      if (*slot < 0) {
+        const Value *x = &g->vals[v];
+        *slot = new_buf(g, xsprintf("%s@gathered%s", x->name,
+                                    pass ? ".bwd" : ""),
+                        CAT_PARAM, x->dtype, shape_numel_ok(&x->shape), false);
+        g->bufs[*slot].value = v;
+      }
+      in->in[k].buf = *slot;
+    }
   }
 }
 
@@ -370,6 +436,8 @@ void pass_autodiff(Graph *g) {
   s.opt_buf = xalloc(sizeof(int[3]) * (size_t)(g->nvals ? g->nvals : 1));
   for (int v = 0; v < g->nvals; v++)
     s.opt_buf[v][0] = s.opt_buf[v][1] = s.opt_buf[v][2] = -1;
+  s.shard_grad = xalloc(sizeof(int) * (size_t)(g->nvals ? g->nvals : 1));
+  for (int v = 0; v < g->nvals; v++) s.shard_grad[v] = -1;
   for (int v = 0; v < g->nvals; v++)
     g->val_buf[v] = g->grad_buf[v] = s.rec_buf[v] = -1;
 
@@ -381,7 +449,10 @@ void pass_autodiff(Graph *g) {
     if (is_view_op(g, &g->nodes[i])) bind_view(g, i);
     else emit_forward(&s, i, false);
   }
-  if (g->cfg.infer || g->loss < 0 || !g->vals[g->loss].needs_grad) return;
+  if (g->cfg.infer || g->loss < 0 || !g->vals[g->loss].needs_grad) {
+    if (g->cfg.gpus > 1 && g->cfg.zero >= 3) gather_params(&s);
+    return;
+  }
 
   Instr *seed = new_instr(g, IK_SEED, g->loss, 0, 1);
   bool accum;
@@ -396,10 +467,6 @@ void pass_autodiff(Graph *g) {
     emit_backward(&s, i);
   }
 
-  if (g->cfg.opt_in_backward) {
-    interleave_updates(&s);
-    return;
-  }
-  for (int v = 0; v < g->nvals; v++)
-    if (g->vals[v].kind == VK_PARAM && g->grad_buf[v] >= 0) emit_opt(&s, v);
+  finish_step(&s);
+  if (g->cfg.gpus > 1 && g->cfg.zero >= 3) gather_params(&s);
 }
