@@ -111,6 +111,20 @@ static void json_str(FILE *f, const char *s) {
   fputc('"', f);
 }
 
+/* Live bytes once the forward pass is over (after the last forward
+ * instruction's frees): the persistent bytes plus everything saved for the
+ * backward. -1 when there is no forward instruction. */
+static int64_t live_after_forward(const Graph *g) {
+  int last = -1;
+  for (int i = 0; i < g->nins; i++)
+    if (g->ins[i].kind == IK_FWD) last = i;
+  if (last < 0) return -1;
+  int64_t live = g->ins[last].live;
+  for (int k = 0; k < g->ins[last].nfree; k++)
+    live -= g->bufs[g->ins[last].free[k]].bytes;
+  return live;
+}
+
 bool report_fits(const Graph *g, int64_t device_memory) {
   return g->peak + CONTEXT_ESTIMATE_BYTES <= device_memory;
 }
@@ -136,6 +150,8 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
   }
   fprintf(f, "},\n  \"persistent_bytes\": %lld,\n",
           (long long)g->persistent_bytes);
+  fprintf(f, "  \"live_after_forward\": %lld,\n",
+          (long long)live_after_forward(g));
   fprintf(f, "  \"arena_bytes\": %lld,\n", (long long)g->arena_bytes);
   fprintf(f, "  \"planned_bytes\": %lld,\n",
           (long long)(g->arena_bytes + g->persistent_bytes));
