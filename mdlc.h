@@ -265,6 +265,7 @@ typedef struct {
   int64_t bytes;      /* numel * dtype_size, not rounded */
   bool persistent;    /* lives the whole step */
   bool zero_init;     /* zero-filled at allocation (view gradients) */
+  bool gathered;      /* ZeRO 3: filled by an all-gather at allocation */
   bool keep_to_end;   /* loss and outputs: never freed */
   int value;          /* the forward value it holds, or -1 */
   int grad_of;        /* the value whose gradient it first held, or -1 */
@@ -783,5 +784,20 @@ typedef struct {
 double cpu_default_lr(Optimizer o);
 void cpu_optim_step(const CpuOptim *o, float *p, const float *g, float *s0,
                     float *s1, int64_t n);
+
+/* backend/cpu_exec.c: cpu_run with its measurements handed back (tests).
+ * losses: `steps` entries or NULL; NaN where the step has no loss. */
+typedef struct {
+  float *losses;          /* per step, caller-allocated, or NULL */
+  int64_t measured_peak;  /* largest live bytes seen, all steps */
+  /* test probes (finite differences through the whole step): */
+  int perturb_value;      /* a parameter value, or -1 (0 counts!) */
+  int64_t perturb_index;  /* its element that gets ... */
+  float perturb_delta;    /* ... this added after initialisation */
+  int probe_value;        /* a parameter value, or -1 */
+  float *probe_before;    /* its contents before step 1 (numel), or NULL */
+  float *probe_after;     /* its contents after the last step, or NULL */
+} CpuStats;
+int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st);
 
 #endif /* MDLC_H */

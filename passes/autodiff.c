@@ -421,6 +421,7 @@ static void gather_params(Step *s) {
                                     pass ? ".bwd" : ""),
                         CAT_PARAM, x->dtype, shape_numel_ok(&x->shape), false);
         g->bufs[*slot].value = v;
+        g->bufs[*slot].gathered = true;
       }
       in->in[k].buf = *slot;
     }

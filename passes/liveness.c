@@ -30,8 +30,10 @@ void pass_liveness(Graph *g) {
         if (b < 0) continue;
         if (first[b] < 0) {
           first[b] = i;
-          /* a buffer's first use must write it: reading garbage is a bug */
-          if (!pass && !g->bufs[b].persistent)
+          /* a buffer's first use must write it (or it is filled when it
+           * is allocated): reading garbage is a bug */
+          const Buf *x = &g->bufs[b];
+          if (!pass && !x->persistent && !x->zero_init && !x->gathered)
             ICE("buffer '%s' is read by instruction %d before any write",
                 g->bufs[b].name, i);
         }
