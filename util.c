@@ -1,8 +1,10 @@
 /* util.c: the compiler's memory, strings and small helpers.
  *
- * Every allocation is a block on one intrusive list, freed together by
- * mem_free_all() at exit, so leak checkers see only real leaks (of the
- * runtime, say) and the compiler never frees piecemeal. Blocks are zeroed.
+ * Every allocation is a block on one doubly linked list, freed together by
+ * mem_free_all() at exit, so leak checkers see only real leaks and the
+ * compiler never frees piecemeal; a growing array is reallocated in place
+ * (unlinked, realloc'd, relinked), so it costs no more than its size.
+ * Blocks are zeroed, grown parts too.
  */
 #include "mdlc.h"
 
@@ -12,12 +14,25 @@
 #include <string.h>
 
 typedef struct Block {
-  struct Block *next; /* the block allocated before this one */
-  size_t size;        /* bytes of payload */
+  struct Block *prev, *next; /* neighbours on the list */
+  size_t size;               /* bytes of payload */
   max_align_t payload[];
 } Block;
 
 static Block *blocks; /* newest first */
+
+static void link_block(Block *b) {
+  b->prev = NULL;
+  b->next = blocks;
+  if (blocks) blocks->prev = b;
+  blocks = b;
+}
+
+static void unlink_block(Block *b) {
+  if (b->prev) b->prev->next = b->next;
+  else blocks = b->next;
+  if (b->next) b->next->prev = b->prev;
+}
 
 static _Noreturn void out_of_memory(size_t n) {
   fprintf(stderr, "mdlc: fatal: out of memory allocating %zu bytes\n", n);
@@ -28,18 +43,23 @@ void *xalloc(size_t n) {
   Block *b = calloc(1, sizeof(Block) + n);
   if (!b) out_of_memory(n);
   b->size = n;
-  b->next = blocks;
-  blocks = b;
+  link_block(b);
   return b->payload;
 }
 
-/* Grows by allocating anew: the old block stays on the list until exit,
- * which doubles at most the memory of a growing array. */
 void *xrealloc_array(void *p, size_t old_n, size_t new_n, size_t elem) {
+  (void)old_n;
   if (new_n && elem > SIZE_MAX / new_n) out_of_memory(SIZE_MAX);
-  void *q = xalloc(new_n * elem);
-  if (p && old_n) memcpy(q, p, (old_n < new_n ? old_n : new_n) * elem);
-  return q;
+  size_t n = new_n * elem;
+  if (!p) return xalloc(n);
+  Block *b = (Block *)((char *)p - offsetof(Block, payload));
+  unlink_block(b);
+  Block *nb = realloc(b, sizeof(Block) + n);
+  if (!nb) out_of_memory(n);
+  if (n > nb->size) memset((char *)nb->payload + nb->size, 0, n - nb->size);
+  nb->size = n;
+  link_block(nb);
+  return nb->payload;
 }
 
 void *vec_grow(void *a, int n, int *cap, size_t elem) {

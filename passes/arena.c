@@ -10,9 +10,10 @@
  *      a -> 0; b overlaps a in time -> 512; c overlaps b only -> 0.
  *    Arena 768 B, against a peak of 768 B (a and b at instruction 2..3).
  *
- * 2. Best fit in time order (any size, near-linear): replay the schedule
- *    as an allocator would; each allocation takes the smallest free gap
- *    that holds it, else grows the top; frees coalesce with neighbours.
+ * 2. Good fit in time order (any size, near-linear): replay the schedule
+ *    as an allocator would; each allocation takes a free gap of its own
+ *    size class (or the next class up) that holds it, else grows the top;
+ *    frees coalesce with their neighbours in O(1).
  *
  * Requires: pass_liveness. Sets: Buf.offset (-1 for persistent buffers),
  * g->arena_bytes. arena_verify() checks the result independently.
@@ -80,82 +81,177 @@ static int64_t plan_greedy(const Graph *g, const int *order, int n,
   return top;
 }
 
-/* ---- best fit in time order ---------------------------------------------- */
+/* ---- good fit in time order --------------------------------------------- */
+
+/* Free gaps live in size classes (class c holds lengths in [2^c, 2^c+1))
+ * as doubly linked lists, and in two hash maps, by start and by end, so
+ * that a freed block finds the gaps it touches in O(1). An allocation takes
+ * the first gap that holds it in its own class, else any gap of the next
+ * non-empty class above: near best fit, without scanning every gap. */
+
+enum { NCLASS = 64 };
 
 typedef struct {
-  int64_t off, len; /* a free gap */
+  int64_t off, len;  /* the gap [off, off + len) */
+  int prev, next;    /* its size class's list; -1 ends */
+  bool used;         /* an entry in use (not on the free-slot list) */
 } Gap;
 
 typedef struct {
-  Gap *g;
-  int n, cap;
-  int64_t top; /* first byte above everything ever allocated */
-} FreeList;
+  int64_t key;       /* a gap's start or end; -1 for an empty slot */
+  int gap;           /* its index */
+} Slot;
 
-static int64_t fl_alloc(FreeList *fl, int64_t bytes) {
-  int best = -1;
-  for (int i = 0; i < fl->n; i++)
-    if (fl->g[i].len >= bytes && (best < 0 || fl->g[i].len < fl->g[best].len))
-      best = i;
-  if (best < 0) {
-    /* grow the top, reusing a gap that ends at it */
-    int64_t at = fl->top;
-    if (fl->n && fl->g[fl->n - 1].off + fl->g[fl->n - 1].len == fl->top) {
-      at = fl->g[fl->n - 1].off;
-      fl->n--;
+typedef struct {
+  Gap *g;            /* gaps, indexed */
+  int n, cap;
+  int free_slot;     /* a reusable Gap entry, chained through next; -1 */
+  int head[NCLASS];  /* each class's first gap, -1 */
+  Slot *by_start, *by_end; /* open addressing, power-of-two size */
+  int64_t mask;      /* table size - 1 */
+  int64_t top;       /* first byte above everything allocated */
+} FreeMap;
+
+static int size_class(int64_t len) { return 63 - __builtin_clzll((unsigned long long)len); }
+
+static int64_t slot_of(const Slot *t, int64_t mask, int64_t key) {
+  int64_t h = (int64_t)((uint64_t)(key / ALIGN) * 0x9e3779b97f4a7c15ull >> 1) & mask;
+  while (t[h].key != -1 && t[h].key != key) h = (h + 1) & mask;
+  return h;
+}
+
+/* Deletion in linear probing: re-seat the run after the hole. */
+static void slot_del(Slot *t, int64_t mask, int64_t key) {
+  int64_t h = slot_of(t, mask, key);
+  if (t[h].key == -1) return;
+  t[h].key = -1;
+  for (int64_t j = (h + 1) & mask; t[j].key != -1; j = (j + 1) & mask) {
+    Slot s = t[j];
+    t[j].key = -1;
+    t[slot_of(t, mask, s.key)] = s;
+  }
+}
+
+static void gap_link(FreeMap *m, int i) {
+  Gap *x = &m->g[i];
+  int c = size_class(x->len);
+  x->prev = -1;
+  x->next = m->head[c];
+  if (m->head[c] >= 0) m->g[m->head[c]].prev = i;
+  m->head[c] = i;
+  m->by_start[slot_of(m->by_start, m->mask, x->off)] = (Slot){x->off, i};
+  m->by_end[slot_of(m->by_end, m->mask, x->off + x->len)] =
+      (Slot){x->off + x->len, i};
+}
+
+static void gap_unlink(FreeMap *m, int i) {
+  Gap *x = &m->g[i];
+  int c = size_class(x->len);
+  if (x->prev >= 0) m->g[x->prev].next = x->next;
+  else m->head[c] = x->next;
+  if (x->next >= 0) m->g[x->next].prev = x->prev;
+  slot_del(m->by_start, m->mask, x->off);
+  slot_del(m->by_end, m->mask, x->off + x->len);
+}
+
+static int gap_new(FreeMap *m, int64_t off, int64_t len) {
+  int i;
+  if (m->free_slot >= 0) {
+    i = m->free_slot;
+    m->free_slot = m->g[i].next;
+  } else {
+    VEC_PUSH(m->g, m->n, m->cap);
+    i = m->n - 1;
+  }
+  m->g[i] = (Gap){.off = off, .len = len, .used = true};
+  gap_link(m, i);
+  return i;
+}
+
+static void gap_drop(FreeMap *m, int i) {
+  gap_unlink(m, i);
+  m->g[i].used = false;
+  m->g[i].next = m->free_slot;
+  m->free_slot = i;
+}
+
+static int find_gap(const FreeMap *m, int64_t len) {
+  int c = size_class(len);
+  for (int i = m->head[c]; i >= 0; i = m->g[i].next)
+    if (m->g[i].len >= len) return i;
+  for (c++; c < NCLASS; c++)
+    if (m->head[c] >= 0) return m->head[c];
+  return -1;
+}
+
+static int64_t fm_alloc(FreeMap *m, int64_t bytes) {
+  int64_t len = align_up(bytes > 0 ? bytes : 1);
+  int i = find_gap(m, len);
+  if (i < 0) {
+    /* grow the top, starting in a gap that ends at it */
+    int64_t h = slot_of(m->by_end, m->mask, m->top);
+    int64_t at = m->top;
+    if (m->by_end[h].key == m->top) {
+      at = m->g[m->by_end[h].gap].off;
+      gap_drop(m, m->by_end[h].gap);
     }
-    fl->top = align_up(at + bytes);
+    m->top = at + len;
     return at;
   }
-  int64_t at = fl->g[best].off;
-  int64_t used = align_up(bytes);
-  if (used >= fl->g[best].len) {
-    memmove(&fl->g[best], &fl->g[best + 1], sizeof(Gap) * (size_t)(fl->n - best - 1));
-    fl->n--;
-  } else {
-    fl->g[best].off += used;
-    fl->g[best].len -= used;
-  }
+  int64_t at = m->g[i].off, rest = m->g[i].len - len;
+  gap_drop(m, i);
+  if (rest > 0) gap_new(m, at + len, rest);
   return at;
 }
 
-static void fl_free(FreeList *fl, int64_t off, int64_t bytes) {
-  int64_t len = align_up(bytes);
-  int i = 0;
-  while (i < fl->n && fl->g[i].off < off) i++;
-  /* merge with the gap before and after */
-  bool prev = i > 0 && fl->g[i - 1].off + fl->g[i - 1].len == off;
-  bool next = i < fl->n && off + len == fl->g[i].off;
-  if (prev && next) {
-    fl->g[i - 1].len += len + fl->g[i].len;
-    memmove(&fl->g[i], &fl->g[i + 1], sizeof(Gap) * (size_t)(fl->n - i - 1));
-    fl->n--;
-  } else if (prev) {
-    fl->g[i - 1].len += len;
-  } else if (next) {
-    fl->g[i].off = off;
-    fl->g[i].len += len;
-  } else {
-    VEC_PUSH(fl->g, fl->n, fl->cap);
-    memmove(&fl->g[i + 1], &fl->g[i], sizeof(Gap) * (size_t)(fl->n - 1 - i));
-    fl->g[i] = (Gap){off, len};
+static void fm_free(FreeMap *m, int64_t off, int64_t bytes) {
+  int64_t len = align_up(bytes > 0 ? bytes : 1);
+  int64_t h = slot_of(m->by_end, m->mask, off);
+  if (m->by_end[h].key == off) { /* a gap ends where this block starts */
+    int l = m->by_end[h].gap;
+    off = m->g[l].off;
+    len += m->g[l].len;
+    gap_drop(m, l);
   }
+  h = slot_of(m->by_start, m->mask, off + len);
+  if (m->by_start[h].key == off + len) { /* one starts where it ends */
+    int r = m->by_start[h].gap;
+    len += m->g[r].len;
+    gap_drop(m, r);
+  }
+  if (off + len == m->top) m->top = off; /* give it back to the top */
+  else gap_new(m, off, len);
 }
 
-static int64_t plan_best_fit(const Graph *g, int64_t *off_of_buf) {
-  FreeList fl = {0};
+static int64_t plan_good_fit(const Graph *g, int64_t *off_of_buf) {
+  FreeMap m = {.free_slot = -1};
+  for (int c = 0; c < NCLASS; c++) m.head[c] = -1;
+  /* gaps never outnumber the live buffers (plus one): size the tables to
+   * twice the most buffers ever live at once */
+  int64_t live = 0, most = 0;
+  for (int i = 0; i < g->nins; i++) {
+    live += g->ins[i].nalloc;
+    if (live > most) most = live;
+    live -= g->ins[i].nfree;
+  }
+  int64_t size = 64;
+  while (size < 2 * most + 64) size *= 2;
+  m.mask = size - 1;
+  m.by_start = xalloc(sizeof(Slot) * (size_t)size);
+  m.by_end = xalloc(sizeof(Slot) * (size_t)size);
+  for (int64_t i = 0; i < size; i++) m.by_start[i].key = m.by_end[i].key = -1;
   int64_t top = 0;
   for (int i = 0; i < g->nins; i++) {
     const Instr *in = &g->ins[i];
     for (int k = 0; k < in->nalloc; k++) {
       int b = in->alloc[k];
-      off_of_buf[b] = fl_alloc(&fl, g->bufs[b].bytes);
+      off_of_buf[b] = fm_alloc(&m, g->bufs[b].bytes);
       if (off_of_buf[b] + g->bufs[b].bytes > top)
         top = off_of_buf[b] + g->bufs[b].bytes;
     }
     for (int k = 0; k < in->nfree; k++) {
       int b = in->free[k];
-      fl_free(&fl, off_of_buf[b], g->bufs[b].bytes);
+      fm_free(&m, off_of_buf[b], g->bufs[b].bytes);
     }
   }
   return top;
@@ -169,7 +265,7 @@ void pass_arena(Graph *g) {
     if (!g->bufs[b].persistent) order[n++] = b;
   }
   int64_t *fit = xalloc(sizeof(int64_t) * (size_t)(g->nbufs ? g->nbufs : 1));
-  int64_t best = plan_best_fit(g, fit);
+  int64_t best = plan_good_fit(g, fit);
   for (int b = 0; b < g->nbufs; b++)
     if (!g->bufs[b].persistent) g->bufs[b].offset = fit[b];
 

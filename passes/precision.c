@@ -38,6 +38,7 @@ typedef struct {
   Node *old;       /* the nodes before the pass */
   int nold;
   int *cast_of;    /* value * 3 + (dtype) -> cast value, or -1 */
+  int ncast_of;    /* values covered by cast_of */
   DType lo;        /* the policy's 16-bit type */
   int kind;        /* 0 fp32, 1 mixed, 2 pure or master */
 } Prec;
@@ -59,11 +60,13 @@ static int cast_to(Prec *p, int v, DType t, int seg) {
   g->nodes[n].segment = seg;
   Shape sh = g->vals[v].shape;
   int c = graph_add_output(g, n, name, t, &sh, false);
-  /* cast_of grows with the values */
-  int *grown = xalloc(sizeof(int) * 3 * (size_t)g->nvals);
-  memcpy(grown, p->cast_of, sizeof(int) * 3 * (size_t)(g->nvals - 1));
-  for (int i = 3 * (g->nvals - 1); i < 3 * g->nvals; i++) grown[i] = -1;
-  p->cast_of = grown;
+  if (g->nvals > p->ncast_of) { /* grows with the values, doubling */
+    int cap = 2 * g->nvals;
+    p->cast_of = xrealloc_array(p->cast_of, 3 * (size_t)p->ncast_of,
+                                3 * (size_t)cap, sizeof(int));
+    for (int i = 3 * p->ncast_of; i < 3 * cap; i++) p->cast_of[i] = -1;
+    p->ncast_of = cap;
+  }
   p->cast_of[v * 3 + cast_slot(t)] = c;
   return c;
 }
@@ -129,8 +132,9 @@ void pass_precision(Graph *g) {
         x->dtype = p.lo;
     }
 
-  p.cast_of = xalloc(sizeof(int) * 3 * (size_t)(g->nvals ? g->nvals : 1));
-  for (int i = 0; i < 3 * g->nvals; i++) p.cast_of[i] = -1;
+  p.ncast_of = g->nvals ? g->nvals : 1;
+  p.cast_of = xalloc(sizeof(int) * 3 * (size_t)p.ncast_of);
+  for (int i = 0; i < 3 * p.ncast_of; i++) p.cast_of[i] = -1;
 
   /* Rebuild the node list, inserting casts before their first consumer. */
   p.old = g->nodes;
