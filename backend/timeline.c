@@ -35,7 +35,7 @@ static int same_phase(InstrKind a, InstrKind b) {
 }
 
 static void write_svg(const Graph *g, FILE *f) {
-  const double W = 1000, H = 460, L = 90, R = 20, T = 50, B = 60;
+  const double W = 1000, H = 560, L = 90, R = 20, T = 60, B = 160;
   const double pw = W - L - R, ph = H - T - B;
   int n = g->nins ? g->nins : 1;
   double ymax = (double)(g->peak ? g->peak : 1) * 1.08;
@@ -96,18 +96,23 @@ static void write_svg(const Graph *g, FILE *f) {
   }
   fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">instruction "
              "(1..%d)</text>\n",
-          L + pw / 2, H - 20, g->nins);
+          L + pw / 2, T + ph + 22, g->nins);
   /* the peak */
   if (g->peak_at >= 0) {
     double px = X(g->peak_at) + (X(g->peak_at + 1) - X(g->peak_at)) / 2;
     fprintf(f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"4\" fill=\"#c62828\"/>\n",
             px, Y(g->peak));
-    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" fill=\"#c62828\" text-anchor=\"%s\">",
-            px + (px > L + pw / 2 ? -8 : 8), Y(g->peak) - 8,
-            px > L + pw / 2 ? "end" : "start");
-    xml_text(f, xsprintf("peak %lld B (%s): %s", (long long)g->peak,
-                         fmt_bytes(g->peak, u), instr_describe(g, g->peak_at)));
+    fprintf(f, "<line x1=\"%.2f\" x2=\"%.2f\" y1=\"%.0f\" y2=\"%.2f\" "
+               "stroke=\"#c62828\" stroke-dasharray=\"3,3\"/>\n",
+            px, px, T, Y(g->peak));
+    fprintf(f, "<text x=\"%.0f\" y=\"44\" fill=\"#c62828\">", L);
+    xml_text(f, xsprintf("peak %lld B (%s) at instruction %d: %s",
+                         (long long)g->peak, fmt_bytes(g->peak, u),
+                         g->peak_at + 1, instr_describe(g, g->peak_at)));
     fprintf(f, "</text>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-weight=\"bold\">largest "
+               "tensors alive at the peak</text>\n",
+            L, T + ph + 50);
     /* the largest tensors alive there */
     int shown = 0;
     bool *used = xalloc((size_t)g->nbufs + 1);
@@ -123,8 +128,8 @@ static void write_svg(const Graph *g, FILE *f) {
       }
       if (best < 0) break;
       used[best] = true;
-      fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"#333\">", L + pw - 4,
-              T + 34 + 15.0 * shown);
+      fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"#333\">", L,
+              T + ph + 68 + 16.0 * shown);
       xml_text(f, xsprintf("%s  %s (%s)", fmt_bytes(g->bufs[best].bytes, u),
                            g->bufs[best].name, category_name[g->bufs[best].cat]));
       fprintf(f, "</text>\n");
