@@ -36,12 +36,12 @@ tools:
 	    exit 1; \
 	  fi; }
 
-$(BUILD)/grammar/parser.c $(BUILD)/grammar/parser.h: grammar/parser.y | tools
+$(BUILD)/grammar/parser.c $(BUILD)/grammar/parser.h &: grammar/parser.y | tools
 	@mkdir -p $(dir $@)
 	$(BISON) -Wall -Werror --defines=$(BUILD)/grammar/parser.h \
 	  -o $(BUILD)/grammar/parser.c $<
 
-$(BUILD)/grammar/lexer.c $(BUILD)/grammar/lexer.h: grammar/lexer.l \
+$(BUILD)/grammar/lexer.c $(BUILD)/grammar/lexer.h &: grammar/lexer.l \
     $(BUILD)/grammar/parser.h | tools
 	@mkdir -p $(dir $@)
 	$(FLEX) --header-file=$(BUILD)/grammar/lexer.h -o $(BUILD)/grammar/lexer.c $<

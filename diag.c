@@ -12,8 +12,8 @@
  *   gpt.mdl:9:3: note: 'h' defined here
  *
  * Columns count bytes from 1. Very long lines are shown as a window around
- * the span, and control bytes print as '?', so no input can flood or garble
- * the terminal. Errors are counted; the 20th stops the compiler (exit 1).
+ * the span, and bytes other than printable ASCII print as '?', so no input
+ * can flood or garble the terminal. Errors are counted; the 20th stops the compiler (exit 1).
  */
 #include "mdlc.h"
 
@@ -87,9 +87,10 @@ void src_linecol(int file, uint32_t off, int *line, int *col) {
   *col = (int)(off - f->line_at[li]) + 1;
 }
 
-/* A byte as shown in the echoed source line. */
+/* A byte as shown in the echoed source line: ASCII as is, anything else
+ * as '?', so each byte is one column and the caret lines up. */
 static int shown(unsigned char c) {
-  return (c < 0x20 && c != '\t') || c == 0x7f ? '?' : c;
+  return (c < 0x20 && c != '\t') || c >= 0x7f ? '?' : c;
 }
 
 /* The source line of `loc` with a gutter, then the caret line. */
@@ -114,16 +115,11 @@ static void show_line(Loc loc) {
   for (uint32_t i = ws; i < we; i++)
     fputc(shown((unsigned char)f->text[i]), stderr);
   fprintf(stderr, "%s\n      | %s", cut_r ? "..." : "", cut_l ? "   " : "");
-  /* Pad with the same whitespace as the source so tabs line up; skip UTF-8
-   * continuation bytes, which take no column of their own. */
-  for (uint32_t i = ws; i < b; i++) {
-    unsigned char c = (unsigned char)f->text[i];
-    if ((c & 0xC0) == 0x80) continue;
-    fputc(c == '\t' ? '\t' : ' ', stderr);
-  }
+  /* Pad with the same whitespace as the source so tabs line up. */
+  for (uint32_t i = ws; i < b; i++)
+    fputc(f->text[i] == '\t' ? '\t' : ' ', stderr);
   fputc('^', stderr);
-  for (uint32_t i = b + 1; i < e; i++)
-    if (((unsigned char)f->text[i] & 0xC0) != 0x80) fputc('~', stderr);
+  for (uint32_t i = b + 1; i < e; i++) fputc('~', stderr);
   fputc('\n', stderr);
 }
 

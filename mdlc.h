@@ -564,6 +564,9 @@ int lower_param(Lower *L, const char *full, ValueKind k, DType dt,
                 const Shape *s, Loc loc);
 /* Checks a shape's rank, extents and element count; reports at loc. */
 bool lower_shape_ok(Lower *L, const Shape *s, Loc loc, const char *what);
+/* closest_word, plus a swap of two neighbouring letters ('bais'). */
+const char *frontend_suggest(const char *word, const char *const *cands,
+                             int n);
 /* "a tensor f32[8, 3]", "the integer 4", ...: for messages. */
 const char *ev_describe(const Lower *L, Ev e);
 
@@ -591,6 +594,28 @@ void pass_liveness(Graph *g);    /* passes/liveness.c */
 void pass_arena(Graph *g);       /* passes/arena.c */
 /* NULL if no two live buffers overlap in the arena, else what does. */
 const char *arena_verify(const Graph *g);
+
+/* ---- passes/placement.c: checkpoints under a memory budget ---- */
+
+typedef struct {
+  bool fits;            /* the verified peak is within the budget */
+  int64_t peak;         /* verified peak of the placement (pass_liveness) */
+  int64_t model_peak;   /* the peak the placement's model predicted */
+  bool verified_model;  /* model and verification agree to the byte */
+  int64_t base_peak;    /* peak without any segment */
+  int base_peak_at;     /* where (an instruction of the unsegmented step) */
+  int64_t extra_flops;  /* FLOPs recomputed: sum of the segments' forwards */
+  int64_t fwd_flops;    /* FLOPs of one forward pass of the model */
+  int nsegments;        /* segments placed */
+  int stages;           /* chain stages the model found */
+  bool chain;           /* every op boundary was a one-tensor boundary */
+  int rounds;           /* DP runs until the verified peak fit */
+} Placement;
+
+/* cut_ok: NULL, or per node whether a segment may start or end right
+ * before it. Returns res->fits. */
+bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
+                    Placement *res);
 
 /* ======================================================================
  * backend/report.c, backend/timeline.c: what --peak, --ops, --timeline print

@@ -1,0 +1,277 @@
+/* backend/cuda_run.c: `mdlc --run` on the GPU.
+ *
+ * Writes the step's CUDA program (cuda_emit) into a temporary folder,
+ * builds it with nvcc against the runtime library that sits next to the
+ * mdlc binary (libmdlrt.a, `make runtime`), runs it, and reads back the
+ * `mdlrt:` lines it prints: the context bytes, and per step the loss, the
+ * time and the pool's high-water mark. The measured peak (the largest
+ * step's) must equal the predicted one to the byte, else exit 1. A device
+ * failure inside the program (it exits 3 naming the CUDA error and the op)
+ * is passed on as exit 3.
+ *
+ * --check also runs the same steps on the CPU reference executor and
+ * compares every step's loss (which depends on every gradient and update
+ * before it) within a tolerance per precision.
+ *
+ * Environment: NVCC (default /usr/local/cuda/bin/nvcc), CUDA_ARCH (sm_90),
+ * MDLRT_HOME (the repository, if the binary is not in <repo>/<build>/).
+ */
+#include "mdlc.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+char *mkdtemp(char *tmpl); /* POSIX 2008; not declared under strict C11 */
+
+static bool exists(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0;
+}
+
+/* The folder of the running mdlc binary. */
+static const char *exe_dir(void) {
+  static char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  buf[n] = 0;
+  char *slash = strrchr(buf, '/');
+  if (slash) *slash = 0;
+  return buf;
+}
+
+/* The folder holding mdlrt.h. */
+static const char *runtime_dir(const char *exe) {
+  const char *home = getenv("MDLRT_HOME");
+  const char *cands[] = {
+      home ? xsprintf("%s/runtime", home) : NULL,
+      xsprintf("%s/../runtime", exe),
+      "runtime",
+  };
+  for (int i = 0; i < 3; i++)
+    if (cands[i] && exists(xsprintf("%s/mdlrt.h", cands[i]))) return cands[i];
+  die_machine("cannot find the runtime's header mdlrt.h (looked in "
+              "$MDLRT_HOME/runtime, %s/../runtime and ./runtime)", exe);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Builds the program; returns the path of the executable. */
+static const char *build(Graph *g, const RunOpts *o, const char *dir) {
+  const char *exe = exe_dir();
+  const char *lib = xsprintf("%s/libmdlrt.a", exe);
+  if (!exists(lib))
+    die_machine("the CUDA runtime library %s is missing: build it with "
+                "`make runtime`", lib);
+  const char *cu = xsprintf("%s/step.cu", dir);
+  FILE *f = fopen(cu, "w");
+  if (!f) die_machine("cannot write '%s': %s", cu, strerror(errno));
+  int rc = cuda_emit(g, o, f);
+  if (fclose(f) != 0 || rc != 0) {
+    if (rc != 0) exit(1); /* the emitter said why */
+    die_machine("writing '%s' failed", cu);
+  }
+  const char *nvcc = getenv("NVCC");
+  if (!nvcc || !*nvcc) nvcc = "/usr/local/cuda/bin/nvcc";
+  const char *arch = getenv("CUDA_ARCH");
+  if (!arch || !*arch) arch = "sm_90";
+  const char *bin = xsprintf("%s/step", dir);
+  const char *log = xsprintf("%s/nvcc.log", dir);
+  const char *cmd = xsprintf(
+      "'%s' -O2 -arch=%s -std=c++17 -I'%s' -I/usr/local/cuda/include "
+      "-I/usr/include/x86_64-linux-gnu -o '%s' '%s' '%s' "
+      "-L/usr/local/cuda/lib64 -L/usr/lib/x86_64-linux-gnu "
+      "-lcublas -lcublasLt -lcudnn > '%s' 2>&1",
+      nvcc, arch, runtime_dir(exe), bin, cu, lib, log);
+  if (system(cmd) != 0) {
+    FILE *l = fopen(log, "r");
+    if (l) {
+      char line[512];
+      while (fgets(line, sizeof line, l)) fputs(line, stderr);
+      fclose(l);
+    }
+    die_machine("nvcc failed on the generated program (%s)", cu);
+  }
+  return bin;
+}
+
+typedef struct {
+  int64_t context;      /* device bytes after init (context, handles) */
+  int64_t arena_used;   /* arena mode: device bytes of arena + persistent */
+  int steps;            /* steps reported */
+  double *loss, *ms;    /* per step */
+  int64_t *peak;        /* per step, pool high-water mark (-1 in arena mode) */
+  char error[300];      /* "cudaErrorX op" if the program failed */
+} Result;
+
+static int run_program(const char *bin, const RunOpts *o, int steps,
+                       Result *r) {
+  const char *cmd = xsprintf("'%s' --steps %d --seed %llu%s%s%s", bin, steps,
+                             (unsigned long long)o->seed,
+                             o->arena ? " --arena" : "",
+                             o->fresh_data ? " --fresh" : "",
+                             o->lr > 0 ? xsprintf(" --lr %.17g", o->lr) : "");
+  FILE *p = popen(cmd, "r");
+  if (!p) die_machine("cannot run '%s'", bin);
+  r->loss = xalloc(sizeof(double) * (size_t)steps);
+  r->ms = xalloc(sizeof(double) * (size_t)steps);
+  r->peak = xalloc(sizeof(int64_t) * (size_t)steps);
+  r->arena_used = -1;
+  char line[1024];
+  while (fgets(line, sizeof line, p)) {
+    long long a, b;
+    double loss, ms;
+    char e1[128], e2[128];
+    if (sscanf(line, "mdlrt: context %lld", &a) == 1) {
+      r->context = a;
+    } else if (sscanf(line, "mdlrt: arena_used %lld", &a) == 1) {
+      r->arena_used = a;
+    } else if (sscanf(line, "mdlrt: step %lld loss %lf ms %lf peak %lld", &a,
+                      &loss, &ms, &b) == 4 ||
+               (sscanf(line, "mdlrt: step %lld loss %127s ms %lf peak %lld",
+                       &a, e1, &ms, &b) == 4 && (loss = NAN, 1))) {
+      if (a >= 0 && a < steps) {
+        r->loss[a] = loss, r->ms[a] = ms, r->peak[a] = b;
+        if (a + 1 > r->steps) r->steps = (int)a + 1;
+      }
+    } else if (sscanf(line, "mdlrt: error %127s %127[^\n]", e1, e2) == 2) {
+      snprintf(r->error, sizeof r->error, "%s in op %s", e1, e2);
+    }
+  }
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+}
+
+/* The tolerance of --check on the loss, by the precision in force. */
+static double loss_rtol(const Graph *g) {
+  return g->cfg.precision == PREC_FP32 ? 1e-4 : 3e-2;
+}
+
+int cuda_run(Graph *g, const RunOpts *o) {
+  int steps = o->steps > 0 ? o->steps : 1;
+  char tmpl[] = "/tmp/mdlc-run-XXXXXX";
+  const char *tmp = getenv("TMPDIR");
+  char *dir = tmp && *tmp ? xsprintf("%s/mdlc-run-XXXXXX", tmp) : tmpl;
+  if (!mkdtemp(dir)) die_machine("cannot make a temporary folder: %s",
+                                 strerror(errno));
+  const char *bin = build(g, o, dir);
+  if (!o->quiet && !o->json)
+    printf("running '%s' on the GPU: %d step%s, --alloc %s, %s, %s "
+           "(program in %s)\n", g->model_name ? g->model_name : "?", steps,
+           steps == 1 ? "" : "s", o->arena ? "arena" : "pool",
+           precision_name[g->cfg.precision], optimizer_name[g->cfg.optimizer],
+           dir);
+  fflush(stdout);
+  Result r = {0};
+  int rc = run_program(bin, o, steps, &r);
+  if (rc != 0 || r.steps != steps) {
+    if (r.error[0])
+      fprintf(stderr, "mdlc: error: the GPU step failed: %s\n", r.error);
+    else
+      fprintf(stderr, "mdlc: error: the GPU program exited with status %d "
+              "after %d of %d steps\n", rc, r.steps, steps);
+    return 3;
+  }
+
+  int64_t measured = -1;
+  bool same = true;
+  for (int s = 0; s < steps; s++) {
+    if (r.peak[s] > measured) measured = r.peak[s];
+    if (s && r.peak[s] != r.peak[0]) same = false;
+  }
+  double *sorted = xalloc(sizeof(double) * (size_t)steps);
+  memcpy(sorted, r.ms, sizeof(double) * (size_t)steps);
+  qsort(sorted, (size_t)steps, sizeof(double), cmp_double);
+  double median = steps % 2 ? sorted[steps / 2]
+                            : 0.5 * (sorted[steps / 2 - 1] + sorted[steps / 2]);
+  bool ok = o->arena ? true : measured == g->peak;
+
+  /* --check: the same steps on the CPU reference, loss by loss */
+  bool check_ok = true;
+  float *cpu_loss = NULL;
+  if (o->check) {
+    cpu_loss = xalloc(sizeof(float) * (size_t)steps);
+    CpuStats st = {.losses = cpu_loss, .perturb_value = -1, .probe_value = -1};
+    RunOpts q = *o;
+    q.quiet = true, q.json = false, q.out_path = NULL, q.arena = false;
+    cpu_run_stats(g, &q, &st);
+    for (int s = 0; s < steps; s++) {
+      double ref = cpu_loss[s], got = r.loss[s];
+      if (isnan(ref) && isnan(got)) continue;
+      if (!(fabs(got - ref) <= 1e-6 + loss_rtol(g) * fabs(ref)))
+        check_ok = false;
+    }
+  }
+
+  char b1[32], b2[32], b3[32];
+  if (o->json) {
+    printf("{\n  \"device\": \"cuda\",\n  \"model\": \"%s\",\n  \"steps\": %d,"
+           "\n  \"alloc\": \"%s\",\n  \"losses\": [",
+           g->model_name ? g->model_name : "?", steps,
+           o->arena ? "arena" : "pool");
+    for (int s = 0; s < steps; s++) {
+      if (isfinite(r.loss[s])) printf("%s%.9g", s ? ", " : "", r.loss[s]);
+      else printf("%snull", s ? ", " : "");
+    }
+    printf("],\n  \"step_ms\": [");
+    for (int s = 0; s < steps; s++) printf("%s%.6f", s ? ", " : "", r.ms[s]);
+    printf("],\n  \"predicted_peak\": %lld,\n  \"measured_peak\": %lld,\n"
+           "  \"difference\": %lld,\n  \"context_bytes\": %lld,\n"
+           "  \"arena_bytes\": %lld,\n  \"persistent_bytes\": %lld,\n"
+           "  \"arena_device_used\": %lld,\n  \"median_step_ms\": %.6f,\n"
+           "  \"match\": %s", (long long)g->peak, (long long)measured,
+           (long long)(measured - g->peak), (long long)r.context,
+           (long long)g->arena_bytes, (long long)g->persistent_bytes,
+           (long long)r.arena_used, median, ok ? "true" : "false");
+    if (o->check) {
+      printf(",\n  \"cpu_losses\": [");
+      for (int s = 0; s < steps; s++) printf("%s%.9g", s ? ", " : "",
+                                             (double)cpu_loss[s]);
+      printf("],\n  \"check\": %s", check_ok ? "true" : "false");
+    }
+    printf("\n}\n");
+  } else {
+    for (int s = 0; s < steps; s++) {
+      printf("step %4d  loss %-12.8g  peak predicted %lld B, measured %lld B"
+             "  %.3f ms", s + 1, r.loss[s], (long long)g->peak,
+             (long long)r.peak[s], r.ms[s]);
+      if (o->check) printf("  cpu loss %-12.8g", (double)cpu_loss[s]);
+      printf("\n");
+    }
+    if (o->arena) {
+      printf("arena: device memory used %lld B (%s) for a planned arena of "
+             "%lld B + %lld B persistent = %lld B (%s)\n",
+             (long long)r.arena_used, fmt_bytes(r.arena_used, b1),
+             (long long)g->arena_bytes, (long long)g->persistent_bytes,
+             (long long)(g->arena_bytes + g->persistent_bytes),
+             fmt_bytes(g->arena_bytes + g->persistent_bytes, b2));
+    } else {
+      printf("peak: predicted %lld B (%s), measured %lld B (%s), difference "
+             "%lld B\n", (long long)g->peak, fmt_bytes(g->peak, b1),
+             (long long)measured, fmt_bytes(measured, b2),
+             (long long)(measured - g->peak));
+    }
+    printf("context and library handles: %lld B (%s), cudaMemGetInfo after "
+           "init, not counted in the peak\n", (long long)r.context,
+           fmt_bytes(r.context, b3));
+    printf("step time (median of %d): %.3f ms\n", steps, median);
+    if (o->check)
+      printf("check against the CPU reference (loss of every step, rtol "
+             "%g): %s\n", loss_rtol(g), check_ok ? "ok" : "FAILED");
+  }
+  if (!o->arena && !same)
+    fprintf(stderr, "mdlc: warning: the measured peak differs between "
+            "steps\n");
+  if (!ok)
+    fprintf(stderr, "mdlc: error: measured peak %lld B differs from the "
+            "predicted %lld B\n", (long long)measured, (long long)g->peak);
+  return ok && check_ok ? 0 : 1;
+}

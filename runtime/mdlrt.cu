@@ -1,0 +1,618 @@
+/* runtime/mdlrt.cu: the runtime's core: life cycle, the measuring memory
+ * pool, failures, initialisation from the shared counter-based RNG, and
+ * the elementwise ops (casts and strided copies, activations, add and mul
+ * with broadcasting and their reductions, dropout) and the optimizers.
+ *
+ * Memory: every buffer comes from one dedicated pool (cudaMemPoolCreate,
+ * release threshold at its maximum, so freed memory stays in the pool) with
+ * cudaMallocFromPoolAsync / cudaFreeAsync on the one stream, and the peak
+ * is the pool's own cudaMemPoolAttrUsedMemHigh (memory.md, last section).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdlrt_dev.cuh"
+#include "mdlrt_rng.h"
+
+Runtime mdlrt_rt;
+
+/* ---- failures ------------------------------------------------------- */
+
+void mdlrt_fail(const char *lib, const char *err, const char *call,
+                const char *file, int line) {
+  fprintf(stderr, "mdlrt: %s error %s in op %s\n  %s\n  at %s:%d\n", lib, err,
+          mdlrt_rt.op ? mdlrt_rt.op : "(setup)", call, file, line);
+  printf("mdlrt: error %s %s\n", err,
+         mdlrt_rt.op ? mdlrt_rt.op : "(setup)");
+  fflush(stdout);
+  exit(3);
+}
+
+void mdlrt_after_launch(const char *file, int line) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    mdlrt_fail("CUDA", cudaGetErrorName(e), "kernel launch", file, line);
+  if (mdlrt_rt.sync) {
+    e = cudaStreamSynchronize(mdlrt_rt.stream);
+    if (e != cudaSuccess)
+      mdlrt_fail("CUDA", cudaGetErrorName(e), "kernel (MDLRT_SYNC)", file,
+                 line);
+  }
+}
+
+void mdlrt_op(const char *what) { mdlrt_rt.op = what; }
+
+void mdlrt_sync(void) { CUDA_CHECK(cudaStreamSynchronize(mdlrt_rt.stream)); }
+
+/* ---- views ---------------------------------------------------------- */
+
+int mdlrt_dt_size(int dt) {
+  static const int size[] = {4, 2, 2, 4, 8, 1};
+  return size[dt];
+}
+
+static int is_contig(const View &v) {
+  int64_t s = 1;
+  for (int d = v.rank - 1; d >= 0; d--) {
+    if (v.dim[d] != 1 && v.st[d] != s) return 0;
+    s *= v.dim[d];
+  }
+  return 1;
+}
+
+View mdlrt_view(mdlrt_ref r) {
+  View v;
+  memset(&v, 0, sizeof v);
+  if (!r.base || !r.t) return v;
+  const mdlrt_tensor *t = r.t;
+  v.dt = t->dt;
+  v.rank = t->rank;
+  v.p = (char *)r.base + t->off * mdlrt_dt_size(t->dt);
+  v.n = 1;
+  for (int d = 0; d < t->rank; d++) {
+    v.dim[d] = t->dim[d];
+    v.st[d] = t->st[d];
+    v.n *= t->dim[d];
+  }
+  v.contig = is_contig(v);
+  return v;
+}
+
+View mdlrt_view_bcast(mdlrt_ref r, const mdlrt_tensor *shape) {
+  View s = mdlrt_view(r), v = s;
+  v.rank = shape->rank;
+  v.n = 1;
+  for (int d = shape->rank - 1, e = s.rank - 1; d >= 0; d--, e--) {
+    v.dim[d] = shape->dim[d];
+    v.st[d] = (e >= 0 && s.dim[e] == shape->dim[d]) ? s.st[e] : 0;
+    v.n *= v.dim[d];
+  }
+  v.contig = is_contig(v);
+  return v;
+}
+
+/* ---- life cycle ------------------------------------------------------ */
+
+void mdlrt_init(const mdlrt_config *cfg) {
+  memset(&mdlrt_rt, 0, sizeof mdlrt_rt);
+  mdlrt_rt.seed = cfg->seed;
+  mdlrt_rt.arena = cfg->arena;
+  const char *s = getenv("MDLRT_SYNC");
+  mdlrt_rt.sync = s && *s == '1';
+  CUDA_CHECK(cudaSetDevice(0));
+  CUDA_CHECK(cudaFree(0)); /* the context, now */
+  CUDA_CHECK(cudaStreamCreateWithFlags(&mdlrt_rt.stream,
+                                       cudaStreamNonBlocking));
+  CUBLAS_CHECK(cublasCreate(&mdlrt_rt.blas));
+  CUBLAS_CHECK(cublasSetStream(mdlrt_rt.blas, mdlrt_rt.stream));
+  CUDNN_CHECK(cudnnCreate(&mdlrt_rt.dnn));
+  CUDNN_CHECK(cudnnSetStream(mdlrt_rt.dnn, mdlrt_rt.stream));
+
+  cudaMemPoolProps props;
+  memset(&props, 0, sizeof props);
+  props.allocType = cudaMemAllocationTypePinned;
+  props.handleTypes = cudaMemHandleTypeNone;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = 0;
+  CUDA_CHECK(cudaMemPoolCreate(&mdlrt_rt.pool, &props));
+  uint64_t keep = UINT64_MAX;
+  CUDA_CHECK(cudaMemPoolSetAttribute(mdlrt_rt.pool,
+                                     cudaMemPoolAttrReleaseThreshold, &keep));
+  mdlrt_sync();
+}
+
+void mdlrt_shutdown(void) {
+  mdlrt_sync();
+  cudnnDestroy(mdlrt_rt.dnn);
+  cublasDestroy(mdlrt_rt.blas);
+  cudaMemPoolDestroy(mdlrt_rt.pool);
+  cudaStreamDestroy(mdlrt_rt.stream);
+}
+
+int64_t mdlrt_device_used(void) {
+  size_t fr = 0, total = 0;
+  mdlrt_sync();
+  CUDA_CHECK(cudaMemGetInfo(&fr, &total));
+  return (int64_t)(total - fr);
+}
+
+/* ---- memory ----------------------------------------------------------- */
+
+void *mdlrt_alloc(int64_t bytes, int zero) {
+  void *p = NULL;
+  if (bytes == 0) return NULL; /* nothing to hold, nothing counted */
+  if (mdlrt_rt.arena) {
+    CUDA_CHECK(cudaMalloc(&p, (size_t)bytes));
+  } else {
+    CUDA_CHECK(cudaMallocFromPoolAsync(&p, (size_t)bytes, mdlrt_rt.pool,
+                                       mdlrt_rt.stream));
+  }
+  if (zero && bytes)
+    CUDA_CHECK(cudaMemsetAsync(p, 0, (size_t)bytes, mdlrt_rt.stream));
+  return p;
+}
+
+void mdlrt_free(void *p) {
+  if (!p) return;
+  if (mdlrt_rt.arena)
+    CUDA_CHECK(cudaFree(p));
+  else
+    CUDA_CHECK(cudaFreeAsync(p, mdlrt_rt.stream));
+}
+
+void *mdlrt_arena(int64_t bytes) {
+  void *p = NULL;
+  CUDA_CHECK(cudaMalloc(&p, (size_t)(bytes ? bytes : 1)));
+  return p;
+}
+
+void mdlrt_zero(void *p, int64_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, (size_t)bytes, mdlrt_rt.stream));
+}
+
+int64_t mdlrt_pool_peak(void) {
+  uint64_t v = 0;
+  mdlrt_sync();
+  CUDA_CHECK(cudaMemPoolGetAttribute(mdlrt_rt.pool,
+                                     cudaMemPoolAttrUsedMemHigh, &v));
+  return (int64_t)v;
+}
+
+int64_t mdlrt_pool_used(void) {
+  uint64_t v = 0;
+  mdlrt_sync();
+  CUDA_CHECK(cudaMemPoolGetAttribute(mdlrt_rt.pool,
+                                     cudaMemPoolAttrUsedMemCurrent, &v));
+  return (int64_t)v;
+}
+
+void mdlrt_pool_reset_peak(void) {
+  uint64_t zero = 0;
+  mdlrt_sync();
+  CUDA_CHECK(cudaMemPoolSetAttribute(mdlrt_rt.pool,
+                                     cudaMemPoolAttrUsedMemHigh, &zero));
+}
+
+void mdlrt_set_workspace(void *p, int64_t bytes) {
+  mdlrt_rt.ws = p;
+  mdlrt_rt.ws_bytes = bytes;
+  CUBLAS_CHECK(cublasSetWorkspace(mdlrt_rt.blas, p, (size_t)bytes));
+}
+
+/* ---- timing and reading back ----------------------------------------- */
+
+static cudaEvent_t ev_start, ev_stop;
+
+void mdlrt_timer_start(void) {
+  if (!ev_start) {
+    CUDA_CHECK(cudaEventCreate(&ev_start));
+    CUDA_CHECK(cudaEventCreate(&ev_stop));
+  }
+  CUDA_CHECK(cudaEventRecord(ev_start, mdlrt_rt.stream));
+}
+
+double mdlrt_timer_stop(void) {
+  float ms = 0;
+  CUDA_CHECK(cudaEventRecord(ev_stop, mdlrt_rt.stream));
+  CUDA_CHECK(cudaEventSynchronize(ev_stop));
+  CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start, ev_stop));
+  return ms;
+}
+
+/* Gathers a view into a contiguous f64 array on the device. */
+__global__ void k_gather(double *out, View x) {
+  GRID_LOOP(i, x.n) {
+    int64_t o = vofs(x, i);
+    out[i] = (x.dt >= MDLRT_I32) ? (double)ldi(x, o) : (double)ldf(x, o);
+  }
+}
+
+__global__ void k_scatter(View x, const double *in) {
+  GRID_LOOP(i, x.n) stf(x, vofs(x, i), (float)in[i], 0);
+}
+
+void mdlrt_read_all(mdlrt_ref r, double *out) {
+  View x = mdlrt_view(r);
+  double *d = NULL;
+  CUDA_CHECK(cudaMalloc(&d, (size_t)x.n * sizeof(double)));
+  k_gather<<<grid_for(x.n), 256, 0, mdlrt_rt.stream>>>(d, x);
+  KERNEL_CHECK();
+  CUDA_CHECK(cudaMemcpyAsync(out, d, (size_t)x.n * sizeof(double),
+                             cudaMemcpyDeviceToHost, mdlrt_rt.stream));
+  mdlrt_sync();
+  CUDA_CHECK(cudaFree(d));
+}
+
+void mdlrt_write_all(mdlrt_ref r, const double *in) {
+  View x = mdlrt_view(r);
+  double *d = NULL;
+  CUDA_CHECK(cudaMalloc(&d, (size_t)x.n * sizeof(double)));
+  CUDA_CHECK(cudaMemcpyAsync(d, in, (size_t)x.n * sizeof(double),
+                             cudaMemcpyHostToDevice, mdlrt_rt.stream));
+  k_scatter<<<grid_for(x.n), 256, 0, mdlrt_rt.stream>>>(x, d);
+  KERNEL_CHECK();
+  mdlrt_sync();
+  CUDA_CHECK(cudaFree(d));
+}
+
+/* One element, through a host copy of its bytes (no allocation, so the
+ * pool's figures are not disturbed). */
+double mdlrt_read(mdlrt_ref r, int64_t i) {
+  View x = mdlrt_view(r);
+  int64_t o = 0, j = i;
+  for (int d = x.rank - 1; d >= 0; d--) {
+    o += (j % x.dim[d]) * x.st[d];
+    j /= x.dim[d];
+  }
+  unsigned char b[8] = {0};
+  int sz = mdlrt_dt_size(x.dt);
+  CUDA_CHECK(cudaMemcpyAsync(b, x.p + o * sz, (size_t)sz,
+                             cudaMemcpyDeviceToHost, mdlrt_rt.stream));
+  mdlrt_sync();
+  switch (x.dt) {
+  case MDLRT_F32: { float f; memcpy(&f, b, 4); return f; }
+  case MDLRT_F16: { __half h; memcpy(&h, b, 2); return __half2float(h); }
+  case MDLRT_BF16: {
+    __nv_bfloat16 h; memcpy(&h, b, 2); return __bfloat162float(h);
+  }
+  case MDLRT_I32: { int32_t v; memcpy(&v, b, 4); return v; }
+  case MDLRT_I64: { int64_t v; memcpy(&v, b, 8); return (double)v; }
+  default: return b[0];
+  }
+}
+
+/* ---- initialisation ----------------------------------------------------- */
+
+enum { INIT_UNIFORM, INIT_NORMAL, INIT_FILL, INIT_INPUT };
+
+/* x[i] from (seed, stream, i): see mdlc.h's RunOpts comment. */
+__global__ void k_init(View x, int how, uint64_t seed, uint64_t stream,
+                       double a, int64_t classes, uint64_t step) {
+  GRID_LOOP(i, x.n) {
+    float v;
+    switch (how) {
+    case INIT_UNIFORM:
+      v = (float)a * (2.0f * mdlrt_uniform(seed, stream, i) - 1.0f);
+      break;
+    case INIT_NORMAL: {
+      double u1 = mdlrt_uniform(seed, stream, 2 * (uint64_t)i);
+      double u2 = mdlrt_uniform(seed, stream, 2 * (uint64_t)i + 1);
+      v = (float)(sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2));
+      break;
+    }
+    case INIT_FILL: v = (float)a; break;
+    default: { /* inputs: integers bits % classes, floats 2u - 1 */
+      uint64_t j = mdlrt_dropout_index(step, i);
+      if (x.dt >= MDLRT_I32) {
+        int64_t c = (int64_t)(mdlrt_bits(seed, stream, j) % (uint64_t)classes);
+        if (x.dt == MDLRT_I64) ((int64_t *)x.p)[vofs(x, i)] = c;
+        else if (x.dt == MDLRT_I32) ((int32_t *)x.p)[vofs(x, i)] = (int32_t)c;
+        else ((uint8_t *)x.p)[vofs(x, i)] = (uint8_t)c;
+        continue;
+      }
+      v = 2.0f * mdlrt_uniform(seed, stream, j) - 1.0f;
+    }
+    }
+    stf(x, vofs(x, i), v, 0);
+  }
+}
+
+static void init_launch(mdlrt_ref r, int how, uint64_t stream, double a,
+                        int64_t classes, uint64_t step) {
+  View x = mdlrt_view(r);
+  if (!x.n) return;
+  k_init<<<grid_for(x.n), 256, 0, mdlrt_rt.stream>>>(
+      x, how, mdlrt_rt.seed, stream, a, classes, step);
+  KERNEL_CHECK();
+}
+
+void mdlrt_init_uniform(mdlrt_ref x, uint64_t value, double bound) {
+  init_launch(x, INIT_UNIFORM, MDLRT_STREAM_PARAM + value, bound, 0, 0);
+}
+void mdlrt_init_normal(mdlrt_ref x, uint64_t value) {
+  init_launch(x, INIT_NORMAL, MDLRT_STREAM_PARAM + value, 0, 0, 0);
+}
+void mdlrt_fill(mdlrt_ref x, double c) {
+  init_launch(x, INIT_FILL, 0, c, 0, 0);
+}
+void mdlrt_init_input(mdlrt_ref x, uint64_t value, int64_t classes,
+                      uint64_t step) {
+  init_launch(x, INIT_INPUT, MDLRT_STREAM_INPUT + value, 0, classes, step);
+}
+
+/* ---- elementwise -------------------------------------------------------- */
+
+/* y = x through any strides and dtypes (casts, transpose, concat's parts). */
+__global__ void k_copy(View y, View x, int accum) {
+  GRID_LOOP(i, y.n) stf(y, vofs(y, i), ldf(x, vofs(x, i)), accum);
+}
+
+void mdlrt_copy(mdlrt_ref yr, mdlrt_ref xr, int accum) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr);
+  if (!y.n) return;
+  k_copy<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(y, x, accum);
+  KERNEL_CHECK();
+}
+
+__device__ __forceinline__ float unary_f(int op, float x, float c) {
+  switch (op) {
+  case MDLRT_RELU: return x > 0.0f ? x : 0.0f;
+  case MDLRT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+  case MDLRT_SILU: return x / (1.0f + expf(-x));
+  case MDLRT_TANH: return tanhf(x);
+  case MDLRT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+  case MDLRT_SCALE: return c * x;
+  default: return x;
+  }
+}
+
+/* f'(x) * dy, with s the saved tensor (input or output, see mdlrt.h). */
+__device__ __forceinline__ float unary_df(int op, float dy, float s,
+                                          float c) {
+  switch (op) {
+  case MDLRT_RELU: return s > 0.0f ? dy : 0.0f;
+  case MDLRT_GELU: {
+    float cdf = 0.5f * (1.0f + erff(s * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * expf(-0.5f * s * s);
+    return dy * (cdf + s * pdf);
+  }
+  case MDLRT_SILU: {
+    float sg = 1.0f / (1.0f + expf(-s));
+    return dy * sg * (1.0f + s * (1.0f - sg));
+  }
+  case MDLRT_TANH: return dy * (1.0f - s * s);
+  case MDLRT_SIGMOID: return dy * s * (1.0f - s);
+  case MDLRT_SCALE: return c * dy;
+  default: return dy;
+  }
+}
+
+__global__ void k_unary_fwd(int op, View y, View x, float c) {
+  GRID_LOOP(i, y.n) stf(y, vofs(y, i), unary_f(op, ldf(x, vofs(x, i)), c), 0);
+}
+
+__global__ void k_unary_bwd(int op, View dx, int accum, View dy, View s,
+                            float c) {
+  GRID_LOOP(i, dx.n) {
+    float sv = s.p ? ldf(s, vofs(s, i)) : 0.0f;
+    stf(dx, vofs(dx, i), unary_df(op, ldf(dy, vofs(dy, i)), sv, c), accum);
+  }
+}
+
+void mdlrt_unary_fwd(int op, mdlrt_ref yr, mdlrt_ref xr, double c) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr);
+  if (!y.n) return;
+  k_unary_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(op, y, x, (float)c);
+  KERNEL_CHECK();
+}
+
+void mdlrt_unary_bwd(int op, mdlrt_ref dxr, int accum, mdlrt_ref dyr,
+                     mdlrt_ref sr, double c) {
+  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), s = mdlrt_view(sr);
+  if (!dx.n) return;
+  k_unary_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(op, dx, accum, dy,
+                                                           s, (float)c);
+  KERNEL_CHECK();
+}
+
+/* ---- add and mul with broadcasting ------------------------------------ */
+
+__global__ void k_binary(int mul, View y, View a, View b) {
+  GRID_LOOP(i, y.n) {
+    float x = ldf(a, vofs(a, i)), z = ldf(b, vofs(b, i));
+    stf(y, vofs(y, i), mul ? x * z : x + z, 0);
+  }
+}
+
+static void binary(int mul, mdlrt_ref yr, mdlrt_ref ar, mdlrt_ref br) {
+  View y = mdlrt_view(yr);
+  View a = mdlrt_view_bcast(ar, yr.t), b = mdlrt_view_bcast(br, yr.t);
+  if (!y.n) return;
+  k_binary<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(mul, y, a, b);
+  KERNEL_CHECK();
+}
+
+void mdlrt_add_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b) { binary(0, y, a, b); }
+void mdlrt_mul_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b) { binary(1, y, a, b); }
+
+/* dx[j] (+)= sum over the broadcast dims of dy (* other). The dims of dy
+ * split into kept ones (dx has them) and reduced ones; thread j walks the
+ * reduced ones. kd/rd: extents, kst/rst: dy's strides, kox/rox: other's. */
+struct Reduce {
+  int nk, nr;
+  int64_t kd[MDLRT_MAX_RANK], rd[MDLRT_MAX_RANK];
+  int64_t kst[MDLRT_MAX_RANK], rst[MDLRT_MAX_RANK];
+  int64_t kot[MDLRT_MAX_RANK], rot[MDLRT_MAX_RANK];
+  int64_t nred;
+};
+
+__global__ void k_bcast_bwd(View dx, int accum, View dy, View other,
+                            Reduce r) {
+  GRID_LOOP(j, dx.n) {
+    int64_t base = 0, obase = 0, q = j;
+    for (int d = r.nk - 1; d >= 0; d--) {
+      int64_t idx = q % r.kd[d];
+      q /= r.kd[d];
+      base += idx * r.kst[d];
+      obase += idx * r.kot[d];
+    }
+    float s = 0.0f;
+    for (int64_t t = 0; t < r.nred; t++) {
+      int64_t o = base, oo = obase, u = t;
+      for (int d = r.nr - 1; d >= 0; d--) {
+        int64_t idx = u % r.rd[d];
+        u /= r.rd[d];
+        o += idx * r.rst[d];
+        oo += idx * r.rot[d];
+      }
+      float g = ldf(dy, o);
+      if (other.p) g *= ldf(other, oo);
+      s += g;
+    }
+    stf(dx, vofs(dx, j), s, accum);
+  }
+}
+
+void mdlrt_bcast_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
+                     mdlrt_ref otherr) {
+  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), other;
+  memset(&other, 0, sizeof other);
+  if (otherr.base) other = mdlrt_view_bcast(otherr, dyr.t);
+  Reduce r;
+  memset(&r, 0, sizeof r);
+  r.nred = 1;
+  for (int d = 0; d < dy.rank; d++) {
+    int e = d - (dy.rank - dx.rank);
+    int kept = e >= 0 && dx.dim[e] == dy.dim[d];
+    if (kept) {
+      r.kd[r.nk] = dy.dim[d];
+      r.kst[r.nk] = dy.st[d];
+      r.kot[r.nk++] = other.p ? other.st[d] : 0;
+    } else {
+      r.rd[r.nr] = dy.dim[d];
+      r.rst[r.nr] = dy.st[d];
+      r.rot[r.nr++] = other.p ? other.st[d] : 0;
+      r.nred *= dy.dim[d];
+    }
+  }
+  if (!dx.n) return;
+  k_bcast_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy,
+                                                           other, r);
+  KERNEL_CHECK();
+}
+
+/* ---- dropout ------------------------------------------------------------- */
+
+__global__ void k_dropout_fwd(View y, View mask, View x, float p, float keep,
+                              uint64_t seed, uint64_t stream, uint64_t step) {
+  GRID_LOOP(i, y.n) {
+    int m = mdlrt_uniform(seed, stream, mdlrt_dropout_index(step, i)) >= p;
+    ((uint8_t *)mask.p)[vofs(mask, i)] = (uint8_t)m;
+    stf(y, vofs(y, i), m ? ldf(x, vofs(x, i)) * keep : 0.0f, 0);
+  }
+}
+
+__global__ void k_dropout_bwd(View dx, int accum, View dy, View mask,
+                              float keep) {
+  GRID_LOOP(i, dx.n) {
+    int m = ((const uint8_t *)mask.p)[vofs(mask, i)];
+    stf(dx, vofs(dx, i), m ? ldf(dy, vofs(dy, i)) * keep : 0.0f, accum);
+  }
+}
+
+void mdlrt_dropout_fwd(mdlrt_ref yr, mdlrt_ref maskr, mdlrt_ref xr, double p,
+                       uint64_t node, uint64_t step) {
+  View y = mdlrt_view(yr), m = mdlrt_view(maskr), x = mdlrt_view(xr);
+  if (!y.n) return;
+  k_dropout_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+      y, m, x, (float)p, p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p)),
+      mdlrt_rt.seed, MDLRT_STREAM_DROP + node, step);
+  KERNEL_CHECK();
+}
+
+void mdlrt_dropout_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
+                       mdlrt_ref maskr, double p) {
+  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), m = mdlrt_view(maskr);
+  if (!dx.n) return;
+  float keep = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
+  k_dropout_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy, m,
+                                                             keep);
+  KERNEL_CHECK();
+}
+
+/* ---- optimizers ---------------------------------------------------------- */
+
+/* Scalars of one update, computed in double and rounded to f32 once
+ * (docs/ops.md, Optimizers). */
+struct OptScalars {
+  int kind;
+  float lr, wd, mu;     /* learning rate, L2 weight decay, momentum */
+  float b1, omb1;       /* beta1, 1 - beta1 */
+  float b2, omb2;       /* beta2, 1 - beta2 */
+  float step, sqrt_bc2; /* lr / (1 - beta1^t), sqrt(1 - beta2^t) */
+  float eps, decay;     /* eps, 1 - lr * decoupled weight decay */
+};
+
+/* One update per element, docs/ops.md's formulas (PyTorch's):
+ *   sgd       p -= lr g
+ *   momentum  b = mu b + g; p -= lr b          (b starts at 0, so b1 = g)
+ *   adam(w)   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g g;
+ *             p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ *             adamw first decays p *= 1 - lr wd.
+ * With a master copy the update runs on it and p = master rounded. */
+__global__ void k_optim(OptScalars o, View p, View g, View master, View s0,
+                        View s1) {
+  const View &w = master.p ? master : p;
+  GRID_LOOP(i, p.n) {
+    float x = ldf(w, i), gr = ldf(g, i);
+    switch (o.kind) {
+    case MDLRT_SGD:
+      if (o.wd != 0.0f) gr += o.wd * x;
+      x -= o.lr * gr;
+      break;
+    case MDLRT_MOMENTUM: {
+      if (o.wd != 0.0f) gr += o.wd * x;
+      float b = o.mu * ldf(s0, i) + gr;
+      stf(s0, i, b, 0);
+      x -= o.lr * b;
+      break;
+    }
+    default: {
+      if (o.kind == MDLRT_ADAMW)
+        x = x * o.decay;
+      else if (o.wd != 0.0f)
+        gr += o.wd * x;
+      float m = o.b1 * ldf(s0, i) + o.omb1 * gr;
+      float v = o.b2 * ldf(s1, i) + o.omb2 * gr * gr;
+      stf(s0, i, m, 0);
+      stf(s1, i, v, 0);
+      x = x - o.step * m / (sqrtf(v) / o.sqrt_bc2 + o.eps);
+    }
+    }
+    stf(w, i, x, 0);
+    if (master.p) stf(p, i, x, 0);
+  }
+}
+
+void mdlrt_optim_step(const mdlrt_optim *o, int64_t t, mdlrt_ref pr,
+                      mdlrt_ref gr, mdlrt_ref mr, mdlrt_ref s0r,
+                      mdlrt_ref s1r) {
+  View p = mdlrt_view(pr), g = mdlrt_view(gr), m = mdlrt_view(mr);
+  View s0 = mdlrt_view(s0r), s1 = mdlrt_view(s1r);
+  if (!p.n) return;
+  OptScalars s;
+  s.kind = o->kind;
+  s.lr = (float)o->lr;
+  s.wd = o->kind == MDLRT_ADAMW ? 0.0f : (float)o->weight_decay;
+  s.mu = (float)o->momentum;
+  s.b1 = (float)o->beta1, s.omb1 = (float)(1.0 - o->beta1);
+  s.b2 = (float)o->beta2, s.omb2 = (float)(1.0 - o->beta2);
+  s.step = (float)(o->lr / (1.0 - pow(o->beta1, (double)t)));
+  s.sqrt_bc2 = (float)sqrt(1.0 - pow(o->beta2, (double)t));
+  s.eps = (float)o->eps;
+  s.decay = (float)(1.0 - o->lr * o->weight_decay);
+  k_optim<<<grid_for(p.n), 256, 0, mdlrt_rt.stream>>>(s, p, g, m, s0, s1);
+  KERNEL_CHECK();
+}

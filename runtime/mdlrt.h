@@ -1,0 +1,263 @@
+/* runtime/mdlrt.h: the CUDA runtime of mdlc, the only header that emitted
+ * code includes.
+ *
+ * The emitted program is the step, unrolled: allocate, run an op, free. This
+ * library gives it the pieces: one memory pool that measures the peak, the
+ * kernels of every op (forward and backward), the optimizers, and the
+ * counter-based initialisation shared with the CPU reference.
+ *
+ * Ownership, stated once: the runtime owns the CUDA context, the one stream,
+ * the cuBLAS and cuDNN handles, the memory pool and every cuDNN descriptor
+ * (made at mdlrt_init or when a plan is made, destroyed at mdlrt_shutdown).
+ * The caller owns every buffer it gets from mdlrt_alloc and gives it back
+ * with mdlrt_free; mdlrt_tensor descriptors are the caller's and are only
+ * read. Every call is asynchronous on the one stream unless it says it
+ * synchronizes. Any CUDA, cuBLAS or cuDNN failure prints the call, the
+ * error's name and the op that was running (mdlrt_op) and exits with 3.
+ * MDLRT_SYNC=1 in the environment synchronizes after every op so a fault
+ * points at its op.
+ *
+ * Tensors are described by geometry (dtype, shape, element strides, element
+ * offset into a buffer), so a view (reshape, split, a view's gradient)
+ * needs no memory of its own. Every kernel reads and writes floats through
+ * that geometry and computes in f32; `accum` = 1 adds into the destination
+ * instead of overwriting it (a gradient's second contribution).
+ */
+#ifndef MDLRT_H
+#define MDLRT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The same order as mdlc's DType. */
+enum { MDLRT_F32, MDLRT_F16, MDLRT_BF16, MDLRT_I32, MDLRT_I64, MDLRT_U8 };
+
+enum { MDLRT_MAX_RANK = 8 };
+
+/* Where a tensor lies in a buffer: dtype, shape, strides and offset in
+ * elements. Emitted code declares one per IR value, `static const`. */
+typedef struct {
+  int dt;                          /* MDLRT_F32 ... */
+  int rank;                        /* 0 for a scalar */
+  int64_t dim[MDLRT_MAX_RANK];     /* extents, outermost first */
+  int64_t st[MDLRT_MAX_RANK];      /* element strides */
+  int64_t off;                     /* element offset in the buffer */
+} mdlrt_tensor;
+
+/* A tensor in a buffer: the buffer's base pointer and its geometry. */
+typedef struct {
+  void *base;               /* the buffer (not offset) */
+  const mdlrt_tensor *t;    /* geometry, read only */
+} mdlrt_ref;
+
+static inline mdlrt_ref mdlrt_at(void *base, const mdlrt_tensor *t) {
+  mdlrt_ref r = {base, t};
+  return r;
+}
+
+/* ---- life cycle ------------------------------------------------------ */
+
+typedef struct {
+  const char *model;   /* for messages */
+  uint64_t seed;       /* --seed */
+  int arena;           /* 1: --alloc arena (buffers carved from one block) */
+} mdlrt_config;
+
+/* Creates the context, the stream, the handles and the memory pool. */
+void mdlrt_init(const mdlrt_config *cfg);
+/* Destroys what mdlrt_init and the plans made. */
+void mdlrt_shutdown(void);
+/* Device memory used (cudaMemGetInfo: total - free), synchronizes. */
+int64_t mdlrt_device_used(void);
+
+/* ---- memory ----------------------------------------------------------- */
+
+/* A buffer of `bytes` from the pool, zero-filled if `zero`. */
+void *mdlrt_alloc(int64_t bytes, int zero);
+void mdlrt_free(void *p);
+/* Arena mode: one block for everything not persistent. */
+void *mdlrt_arena(int64_t bytes);
+/* Zero-fills bytes at p (arena mode's zero_init). */
+void mdlrt_zero(void *p, int64_t bytes);
+/* The pool's high-water mark since the last reset (synchronizes). */
+int64_t mdlrt_pool_peak(void);
+int64_t mdlrt_pool_used(void);
+void mdlrt_pool_reset_peak(void);
+/* The one shared scratch buffer: cuBLAS gets it, cuDNN algorithms are
+ * chosen among those whose workspace fits it. */
+void mdlrt_set_workspace(void *p, int64_t bytes);
+
+/* ---- diagnostics and timing ------------------------------------------ */
+
+/* Names the op about to run (kept for error messages). */
+void mdlrt_op(const char *what);
+/* Synchronizes; checks for a pending error. */
+void mdlrt_sync(void);
+void mdlrt_timer_start(void);
+/* Milliseconds since mdlrt_timer_start (synchronizes). */
+double mdlrt_timer_stop(void);
+/* Copies one element of a tensor to the host as a double (synchronizes). */
+double mdlrt_read(mdlrt_ref x, int64_t i);
+/* Copies a whole tensor (contiguous order) to host doubles (synchronizes). */
+void mdlrt_read_all(mdlrt_ref x, double *out);
+/* Copies host doubles into a tensor (used by tests). */
+void mdlrt_write_all(mdlrt_ref x, const double *in);
+
+/* ---- initialisation (runtime/mdlrt_rng.h streams; see mdlc.h RunOpts) -- */
+
+/* Uniform in [-bound, bound) from stream PARAM + value. */
+void mdlrt_init_uniform(mdlrt_ref x, uint64_t value, double bound);
+/* Normal(0, 1), Box-Muller, from stream PARAM + value. */
+void mdlrt_init_normal(mdlrt_ref x, uint64_t value);
+/* Every element = c. */
+void mdlrt_fill(mdlrt_ref x, double c);
+/* Inputs: floats uniform in [-1, 1), integers in [0, classes), from
+ * stream INPUT + value at `step` (0 unless --data fresh). */
+void mdlrt_init_input(mdlrt_ref x, uint64_t value, int64_t classes,
+                      uint64_t step);
+/* y = x converted (cast; also copies a master weight to its parameter). */
+void mdlrt_copy(mdlrt_ref y, mdlrt_ref x, int accum);
+
+/* ---- ops: forward (y written) and backward (d* written or added) ------ */
+
+/* linear: x[M,K] w[N,K] b[N] -> y[M,N]; contiguous. */
+void mdlrt_linear_fwd(mdlrt_ref y, mdlrt_ref x, mdlrt_ref w, mdlrt_ref b,
+                      int64_t M, int64_t K, int64_t N);
+/* dx[M,K] = dy w; dw[N,K] = dy^T x; db[N] = sum dy. A NULL base skips. */
+void mdlrt_linear_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                      mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                      mdlrt_ref w, int64_t M, int64_t K, int64_t N);
+
+/* matmul: a[batch?,m,k] (ta: [k,m]) x b[batch?,k,n] (tb: [n,k]) -> y[batch,m,n];
+ * sa, sb: batch strides in elements (0: broadcast). */
+void mdlrt_matmul_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b, int ta, int tb,
+                      int64_t batch, int64_t m, int64_t k, int64_t n,
+                      int64_t sa, int64_t sb);
+void mdlrt_matmul_bwd(mdlrt_ref da, int aa, mdlrt_ref db, int ab,
+                      mdlrt_ref dy, mdlrt_ref a, mdlrt_ref b, int ta, int tb,
+                      int64_t batch, int64_t m, int64_t k, int64_t n,
+                      int64_t sa, int64_t sb);
+
+/* conv2d through cuDNN: a plan made once (descriptors, algorithms whose
+ * workspace fits the workspace set by then). */
+typedef struct mdlrt_conv mdlrt_conv;
+mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
+                            int64_t W, int64_t K, int64_t R, int64_t stride,
+                            int64_t pad, int64_t dil, int64_t groups,
+                            int64_t P, int64_t Q);
+void mdlrt_conv_fwd(mdlrt_conv *c, mdlrt_ref y, mdlrt_ref x, mdlrt_ref w,
+                    mdlrt_ref b);
+void mdlrt_conv_bwd(mdlrt_conv *c, mdlrt_ref dx, int ax, mdlrt_ref dw,
+                    int aw, mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                    mdlrt_ref w);
+
+/* pooling, NCHW contiguous; `op`: 0 max, 1 avg (count_include_pad). */
+void mdlrt_pool_fwd(int op, mdlrt_ref y, mdlrt_ref x, int64_t kernel,
+                    int64_t stride, int64_t pad);
+void mdlrt_pool_bwd(int op, mdlrt_ref dx, int accum, mdlrt_ref dy,
+                    mdlrt_ref x, mdlrt_ref y, int64_t kernel, int64_t stride,
+                    int64_t pad);
+void mdlrt_global_avgpool_fwd(mdlrt_ref y, mdlrt_ref x);
+void mdlrt_global_avgpool_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy);
+
+/* Normalisation. layer: rows of the last dim D. group: x[N, C, ...] in G
+ * groups (instancenorm: G = C); w, b may have a NULL base (no affine).
+ * batch: statistics per channel of x[N, C, ...], running statistics
+ * updated with momentum 0.1 (unbiased variance). mean/rstd: f32. */
+void mdlrt_layernorm_fwd(mdlrt_ref y, mdlrt_ref mean, mdlrt_ref rstd,
+                         mdlrt_ref x, mdlrt_ref w, mdlrt_ref b, double eps);
+void mdlrt_layernorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                         mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                         mdlrt_ref mean, mdlrt_ref rstd, mdlrt_ref w);
+void mdlrt_groupnorm_fwd(mdlrt_ref y, mdlrt_ref mean, mdlrt_ref rstd,
+                         mdlrt_ref x, mdlrt_ref w, mdlrt_ref b, int64_t G,
+                         double eps);
+void mdlrt_groupnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                         mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                         mdlrt_ref mean, mdlrt_ref rstd, mdlrt_ref w,
+                         int64_t G);
+/* train = 0: inference with the running statistics (mean/invstd unused). */
+void mdlrt_batchnorm_fwd(mdlrt_ref y, mdlrt_ref mean, mdlrt_ref invstd,
+                         mdlrt_ref x, mdlrt_ref w, mdlrt_ref b,
+                         mdlrt_ref rmean, mdlrt_ref rvar, double eps,
+                         int train);
+void mdlrt_batchnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                         mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                         mdlrt_ref mean, mdlrt_ref invstd, mdlrt_ref w);
+
+/* Elementwise, any strides; `op`: */
+enum {
+  MDLRT_RELU, MDLRT_GELU, MDLRT_SILU, MDLRT_TANH, MDLRT_SIGMOID,
+  MDLRT_SCALE, MDLRT_COPY
+};
+void mdlrt_unary_fwd(int op, mdlrt_ref y, mdlrt_ref x, double c);
+/* dx (+)= dy * f'(...) where `s` is what the op saved: the input for gelu
+ * and silu, the output for relu, tanh and sigmoid (ignored by scale). */
+void mdlrt_unary_bwd(int op, mdlrt_ref dx, int accum, mdlrt_ref dy,
+                     mdlrt_ref s, double c);
+
+/* add and mul with NumPy broadcasting (y's shape). */
+void mdlrt_add_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b);
+void mdlrt_mul_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b);
+/* dx (+)= sum over broadcast dims of dy (times `other`, for mul; NULL
+ * base for add). */
+void mdlrt_bcast_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, mdlrt_ref other);
+
+/* dropout: mask[i] = 1 iff uniform(DROP stream + node, (step, i)) >= p;
+ * y = x * mask / (1 - p). */
+void mdlrt_dropout_fwd(mdlrt_ref y, mdlrt_ref mask, mdlrt_ref x, double p,
+                       uint64_t node, uint64_t step);
+void mdlrt_dropout_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, mdlrt_ref mask,
+                       double p);
+
+/* softmax over the last dim; causal masks column > row (row = index in
+ * the second-to-last dim). */
+void mdlrt_softmax_fwd(mdlrt_ref y, mdlrt_ref x, int causal);
+void mdlrt_softmax_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, mdlrt_ref y);
+
+/* embedding: ids (integers) -> y[..., D] = w[id]. */
+void mdlrt_embedding_fwd(mdlrt_ref y, mdlrt_ref ids, mdlrt_ref w);
+void mdlrt_embedding_bwd(mdlrt_ref dw, int accum, mdlrt_ref dy,
+                         mdlrt_ref ids);
+
+/* transpose and concat are strided copies (mdlrt_copy) of views built by
+ * the emitter. */
+
+/* cross_entropy: logits[rows, C], targets[rows] -> loss (scalar mean),
+ * logprobs[rows, C]. */
+void mdlrt_cross_entropy_fwd(mdlrt_ref loss, mdlrt_ref logprobs,
+                             mdlrt_ref logits, mdlrt_ref targets);
+void mdlrt_cross_entropy_bwd(mdlrt_ref dlogits, int accum, mdlrt_ref dloss,
+                             mdlrt_ref logprobs, mdlrt_ref targets);
+/* mse: loss = mean((a - b)^2). */
+void mdlrt_mse_fwd(mdlrt_ref loss, mdlrt_ref a, mdlrt_ref b);
+/* d (+)= sign * 2 (a - b) / n * dloss. */
+void mdlrt_mse_bwd(mdlrt_ref d, int accum, double sign, mdlrt_ref dloss,
+                   mdlrt_ref a, mdlrt_ref b);
+
+/* ---- optimizers -------------------------------------------------------- */
+
+enum { MDLRT_SGD, MDLRT_MOMENTUM, MDLRT_ADAM, MDLRT_ADAMW };
+typedef struct {
+  int kind;            /* MDLRT_SGD ... */
+  double lr;           /* learning rate */
+  double momentum;     /* MOMENTUM */
+  double beta1, beta2; /* ADAM, ADAMW */
+  double eps;          /* ADAM, ADAMW */
+  double weight_decay; /* ADAMW decoupled, else L2 added to the gradient */
+} mdlrt_optim;
+/* One update of a parameter at step `t` (1-based, for Adam's bias
+ * correction). With a master (non-NULL base), the master is updated and
+ * copied into the parameter. s0, s1: the state (NULL base if none). */
+void mdlrt_optim_step(const mdlrt_optim *o, int64_t t, mdlrt_ref param,
+                      mdlrt_ref grad, mdlrt_ref master, mdlrt_ref s0,
+                      mdlrt_ref s1);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MDLRT_H */

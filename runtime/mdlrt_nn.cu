@@ -1,0 +1,786 @@
+/* runtime/mdlrt_nn.cu: the ops that are more than a map over elements:
+ * matrix products (cuBLAS, tensor cores for 16-bit), conv2d (cuDNN, its
+ * algorithms chosen among those whose scratch fits the workspace), pooling,
+ * the norms, softmax, embedding and the losses (our own kernels).
+ *
+ * Row-major products go to column-major cuBLAS as C^T = op(B)^T op(A)^T,
+ * so no operand is ever copied or transposed in memory.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdlrt_dev.cuh"
+
+/* ---- matrix products -------------------------------------------------- */
+
+static cudaDataType cuda_dt(int dt) {
+  switch (dt) {
+  case MDLRT_F16: return CUDA_R_16F;
+  case MDLRT_BF16: return CUDA_R_16BF;
+  default: return CUDA_R_32F;
+  }
+}
+
+/* Row-major C[m,n] = alpha op(A) op(B) + beta C, `batch` times with
+ * element strides sA, sB, sC between the matrices. A is [m,k] ([k,m] if
+ * ta), B is [k,n] ([n,k] if tb). A stride of 0 on C (a broadcast operand's
+ * gradient) runs the batch one by one, accumulating. */
+static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                 const View &A, const View &B, const View &C, float beta,
+                 int64_t batch, int64_t sA, int64_t sB, int64_t sC) {
+  float alpha = 1.0f;
+  cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  int64_t lda = ta ? m : k, ldb = tb ? k : n;
+  if (sC == 0 && batch > 1) {
+    int esA = mdlrt_dt_size(A.dt), esB = mdlrt_dt_size(B.dt);
+    for (int64_t i = 0; i < batch; i++) {
+      float bt = i == 0 ? beta : 1.0f;
+      CUBLAS_CHECK(cublasGemmEx(
+          mdlrt_rt.blas, opB, opA, (int)n, (int)m, (int)k, &alpha,
+          B.p + i * sB * esB, cuda_dt(B.dt), (int)ldb, A.p + i * sA * esA,
+          cuda_dt(A.dt), (int)lda, &bt, C.p, cuda_dt(C.dt), (int)n,
+          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+  } else if (batch == 1) {
+    CUBLAS_CHECK(cublasGemmEx(mdlrt_rt.blas, opB, opA, (int)n, (int)m, (int)k,
+                              &alpha, B.p, cuda_dt(B.dt), (int)ldb, A.p,
+                              cuda_dt(A.dt), (int)lda, &beta, C.p,
+                              cuda_dt(C.dt), (int)n, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+  } else {
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        mdlrt_rt.blas, opB, opA, (int)n, (int)m, (int)k, &alpha, B.p,
+        cuda_dt(B.dt), (int)ldb, sB, A.p, cuda_dt(A.dt), (int)lda, sA, &beta,
+        C.p, cuda_dt(C.dt), (int)n, sC, (int)batch, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
+  }
+  KERNEL_CHECK();
+}
+
+/* y[M,N] += b[N], broadcast over rows; or per channel of NCHW (inner = HW). */
+__global__ void k_bias_add(View y, View b, int64_t N, int64_t inner) {
+  GRID_LOOP(i, y.n) {
+    int64_t c = (i / inner) % N;
+    stf(y, i, ldf(b, c), 1);
+  }
+}
+
+/* db[c] (+)= sum of dy over everything but channel c: dy viewed as
+ * [outer, N, inner]. One block per channel. */
+__global__ void k_chan_sum(View db, int accum, View dy, int64_t outer,
+                           int64_t N, int64_t inner) {
+  int64_t c = blockIdx.x;
+  float s = 0.0f;
+  for (int64_t e = threadIdx.x; e < outer * inner; e += blockDim.x) {
+    int64_t o = e / inner, h = e - o * inner;
+    s += ldf(dy, (o * N + c) * inner + h);
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) stf(db, c, s, accum);
+}
+
+void mdlrt_linear_fwd(mdlrt_ref yr, mdlrt_ref xr, mdlrt_ref wr, mdlrt_ref br,
+                      int64_t M, int64_t K, int64_t N) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr), w = mdlrt_view(wr);
+  gemm(0, 1, M, N, K, x, w, y, 0.0f, 1, 0, 0, 0);
+  if (br.base) {
+    View b = mdlrt_view(br);
+    k_bias_add<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(y, b, N, 1);
+    KERNEL_CHECK();
+  }
+}
+
+void mdlrt_linear_bwd(mdlrt_ref dxr, int ax, mdlrt_ref dwr, int aw,
+                      mdlrt_ref dbr, int ab, mdlrt_ref dyr, mdlrt_ref xr,
+                      mdlrt_ref wr, int64_t M, int64_t K, int64_t N) {
+  View dy = mdlrt_view(dyr), x = mdlrt_view(xr), w = mdlrt_view(wr);
+  if (dxr.base) /* dx[M,K] = dy[M,N] w[N,K] */
+    gemm(0, 0, M, K, N, dy, w, mdlrt_view(dxr), ax ? 1.0f : 0.0f, 1, 0, 0, 0);
+  if (dwr.base) /* dw[N,K] = dy^T x */
+    gemm(1, 0, N, K, M, dy, x, mdlrt_view(dwr), aw ? 1.0f : 0.0f, 1, 0, 0, 0);
+  if (dbr.base) {
+    k_chan_sum<<<(unsigned)N, 256, 0, mdlrt_rt.stream>>>(mdlrt_view(dbr), ab,
+                                                        dy, M, N, 1);
+    KERNEL_CHECK();
+  }
+}
+
+void mdlrt_matmul_fwd(mdlrt_ref yr, mdlrt_ref ar, mdlrt_ref br, int ta,
+                      int tb, int64_t batch, int64_t m, int64_t k, int64_t n,
+                      int64_t sa, int64_t sb) {
+  gemm(ta, tb, m, n, k, mdlrt_view(ar), mdlrt_view(br), mdlrt_view(yr), 0.0f,
+       batch, sa, sb, m * n);
+}
+
+void mdlrt_matmul_bwd(mdlrt_ref dar, int aa, mdlrt_ref dbr, int ab,
+                      mdlrt_ref dyr, mdlrt_ref ar, mdlrt_ref br, int ta,
+                      int tb, int64_t batch, int64_t m, int64_t k, int64_t n,
+                      int64_t sa, int64_t sb) {
+  View dy = mdlrt_view(dyr), a = mdlrt_view(ar), b = mdlrt_view(br);
+  int64_t sy = m * n;
+  if (dar.base) {
+    View da = mdlrt_view(dar);
+    if (!ta) /* da[m,k] = dy op(b)^T */
+      gemm(0, tb ? 0 : 1, m, k, n, dy, b, da, aa ? 1.0f : 0.0f, batch, sy, sb,
+           sa);
+    else /* da[k,m] = op(b) dy^T */
+      gemm(tb ? 1 : 0, 1, k, m, n, b, dy, da, aa ? 1.0f : 0.0f, batch, sb, sy,
+           sa);
+  }
+  if (dbr.base) {
+    View db = mdlrt_view(dbr);
+    if (!tb) /* db[k,n] = op(a)^T dy */
+      gemm(ta ? 0 : 1, 0, k, n, m, a, dy, db, ab ? 1.0f : 0.0f, batch, sa, sy,
+           sb);
+    else /* db[n,k] = dy^T op(a) */
+      gemm(1, ta ? 1 : 0, n, k, m, dy, a, db, ab ? 1.0f : 0.0f, batch, sy, sa,
+           sb);
+  }
+}
+
+/* ---- conv2d (cuDNN) ---------------------------------------------------- */
+
+struct mdlrt_conv {
+  cudnnTensorDescriptor_t x, y, b;   /* input, output, bias [1,K,1,1] */
+  cudnnFilterDescriptor_t w;         /* weight [K, C/g, R, R] */
+  cudnnConvolutionDescriptor_t conv; /* pad, stride, dilation, groups */
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  size_t ws_fwd, ws_data, ws_filter; /* scratch of each, fits the workspace */
+  int64_t K, P, Q, N;
+};
+
+static cudnnDataType_t dnn_dt(int dt) {
+  switch (dt) {
+  case MDLRT_F16: return CUDNN_DATA_HALF;
+  case MDLRT_BF16: return CUDNN_DATA_BFLOAT16;
+  default: return CUDNN_DATA_FLOAT;
+  }
+}
+
+mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
+                            int64_t W, int64_t K, int64_t R, int64_t stride,
+                            int64_t pad, int64_t dil, int64_t groups,
+                            int64_t P, int64_t Q) {
+  mdlrt_conv *c = (mdlrt_conv *)calloc(1, sizeof *c);
+  cudnnDataType_t t = dnn_dt(dt);
+  c->K = K, c->P = P, c->Q = Q, c->N = N;
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->x));
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->y));
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->b));
+  CUDNN_CHECK(cudnnCreateFilterDescriptor(&c->w));
+  CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&c->conv));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(c->x, CUDNN_TENSOR_NCHW, t, (int)N,
+                                         (int)C, (int)H, (int)W));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(c->y, CUDNN_TENSOR_NCHW, t, (int)N,
+                                         (int)K, (int)P, (int)Q));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(c->b, CUDNN_TENSOR_NCHW, t, 1,
+                                         (int)K, 1, 1));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(c->w, t, CUDNN_TENSOR_NCHW, (int)K,
+                                         (int)(C / groups), (int)R, (int)R));
+  CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
+      c->conv, (int)pad, (int)pad, (int)stride, (int)stride, (int)dil,
+      (int)dil, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  CUDNN_CHECK(cudnnSetConvolutionGroupCount(c->conv, (int)groups));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(
+      c->conv, dt == MDLRT_F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+
+  /* The heuristics' order is fastest first; take the first that fits. */
+  size_t ws = (size_t)mdlrt_rt.ws_bytes;
+  int got = 0;
+  cudnnConvolutionFwdAlgoPerf_t pf[16];
+  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+      mdlrt_rt.dnn, c->x, c->w, c->conv, c->y, 16, &got, pf));
+  int found = 0;
+  for (int i = 0; i < got && !found; i++)
+    if (pf[i].status == CUDNN_STATUS_SUCCESS && pf[i].memory <= ws)
+      c->fwd = pf[i].algo, c->ws_fwd = pf[i].memory, found = 1;
+  if (!found)
+    mdlrt_fail("cuDNN", "no forward algorithm fits the workspace",
+               "cudnnGetConvolutionForwardAlgorithm_v7", __FILE__, __LINE__);
+  cudnnConvolutionBwdDataAlgoPerf_t pd[16];
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+      mdlrt_rt.dnn, c->w, c->y, c->conv, c->x, 16, &got, pd));
+  found = 0;
+  for (int i = 0; i < got && !found; i++)
+    if (pd[i].status == CUDNN_STATUS_SUCCESS && pd[i].memory <= ws)
+      c->bwd_data = pd[i].algo, c->ws_data = pd[i].memory, found = 1;
+  if (!found)
+    mdlrt_fail("cuDNN", "no backward-data algorithm fits the workspace",
+               "cudnnGetConvolutionBackwardDataAlgorithm_v7", __FILE__,
+               __LINE__);
+  cudnnConvolutionBwdFilterAlgoPerf_t pw[16];
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+      mdlrt_rt.dnn, c->x, c->y, c->conv, c->w, 16, &got, pw));
+  found = 0;
+  for (int i = 0; i < got && !found; i++)
+    if (pw[i].status == CUDNN_STATUS_SUCCESS && pw[i].memory <= ws)
+      c->bwd_filter = pw[i].algo, c->ws_filter = pw[i].memory, found = 1;
+  if (!found)
+    mdlrt_fail("cuDNN", "no backward-filter algorithm fits the workspace",
+               "cudnnGetConvolutionBackwardFilterAlgorithm_v7", __FILE__,
+               __LINE__);
+  return c;
+}
+
+void mdlrt_conv_fwd(mdlrt_conv *c, mdlrt_ref yr, mdlrt_ref xr, mdlrt_ref wr,
+                    mdlrt_ref br) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr), w = mdlrt_view(wr);
+  float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(cudnnConvolutionForward(mdlrt_rt.dnn, &one, c->x, x.p, c->w,
+                                      w.p, c->conv, c->fwd, mdlrt_rt.ws,
+                                      c->ws_fwd, &zero, c->y, y.p));
+  KERNEL_CHECK();
+  if (br.base) {
+    k_bias_add<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+        y, mdlrt_view(br), c->K, c->P * c->Q);
+    KERNEL_CHECK();
+  }
+}
+
+void mdlrt_conv_bwd(mdlrt_conv *c, mdlrt_ref dxr, int ax, mdlrt_ref dwr,
+                    int aw, mdlrt_ref dbr, int ab, mdlrt_ref dyr,
+                    mdlrt_ref xr, mdlrt_ref wr) {
+  View dy = mdlrt_view(dyr), x = mdlrt_view(xr), w = mdlrt_view(wr);
+  float one = 1.0f, zero = 0.0f;
+  if (dxr.base) {
+    CUDNN_CHECK(cudnnConvolutionBackwardData(
+        mdlrt_rt.dnn, &one, c->w, w.p, c->y, dy.p, c->conv, c->bwd_data,
+        mdlrt_rt.ws, c->ws_data, ax ? &one : &zero, c->x, mdlrt_view(dxr).p));
+    KERNEL_CHECK();
+  }
+  if (dwr.base) {
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+        mdlrt_rt.dnn, &one, c->x, x.p, c->y, dy.p, c->conv, c->bwd_filter,
+        mdlrt_rt.ws, c->ws_filter, aw ? &one : &zero, c->w,
+        mdlrt_view(dwr).p));
+    KERNEL_CHECK();
+  }
+  if (dbr.base) {
+    k_chan_sum<<<(unsigned)c->K, 256, 0, mdlrt_rt.stream>>>(
+        mdlrt_view(dbr), ab, dy, c->N, c->K, c->P * c->Q);
+    KERNEL_CHECK();
+  }
+}
+
+/* ---- pooling (NCHW, contiguous) --------------------------------------- */
+
+/* y[n,c,p,q] = max or mean of the window; avg counts the padding. */
+__global__ void k_pool_fwd(int op, View y, View x, int64_t H, int64_t W,
+                           int64_t P, int64_t Q, int64_t k, int64_t s,
+                           int64_t pad) {
+  GRID_LOOP(i, y.n) {
+    int64_t q = i % Q, p = (i / Q) % P, nc = i / (P * Q);
+    float acc = op == 0 ? -INFINITY : 0.0f;
+    for (int64_t a = 0; a < k; a++)
+      for (int64_t b = 0; b < k; b++) {
+        int64_t h = p * s - pad + a, w = q * s - pad + b;
+        if (h < 0 || h >= H || w < 0 || w >= W) continue;
+        float v = ldf(x, (nc * H + h) * W + w);
+        acc = op == 0 ? fmaxf(acc, v) : acc + v;
+      }
+    stf(y, i, op == 0 ? acc : acc / (float)(k * k), 0);
+  }
+}
+
+/* dx[n,c,h,w] gathers from every window that covers it: for max, only the
+ * windows whose first maximum it is (PyTorch's choice on ties). */
+__global__ void k_pool_bwd(int op, View dx, int accum, View dy, View x,
+                           View y, int64_t H, int64_t W, int64_t P, int64_t Q,
+                           int64_t k, int64_t s, int64_t pad) {
+  GRID_LOOP(i, dx.n) {
+    int64_t w = i % W, h = (i / W) % H, nc = i / (H * W);
+    float g = 0.0f;
+    for (int64_t p = 0; p < P; p++) {
+      int64_t a = h + pad - p * s;
+      if (a < 0 || a >= k) continue;
+      for (int64_t q = 0; q < Q; q++) {
+        int64_t b = w + pad - q * s;
+        if (b < 0 || b >= k) continue;
+        int64_t o = (nc * P + p) * Q + q;
+        if (op == 1) {
+          g += ldf(dy, o) / (float)(k * k);
+          continue;
+        }
+        /* is (h, w) the first maximum of window (p, q)? */
+        float m = ldf(y, o);
+        int64_t first = -1;
+        for (int64_t a2 = 0; a2 < k && first < 0; a2++)
+          for (int64_t b2 = 0; b2 < k; b2++) {
+            int64_t h2 = p * s - pad + a2, w2 = q * s - pad + b2;
+            if (h2 < 0 || h2 >= H || w2 < 0 || w2 >= W) continue;
+            if (ldf(x, (nc * H + h2) * W + w2) == m) {
+              first = h2 * W + w2;
+              break;
+            }
+          }
+        if (first == h * W + w) g += ldf(dy, o);
+      }
+    }
+    stf(dx, i, g, accum);
+  }
+}
+
+void mdlrt_pool_fwd(int op, mdlrt_ref yr, mdlrt_ref xr, int64_t kernel,
+                    int64_t stride, int64_t pad) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr);
+  k_pool_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+      op, y, x, x.dim[2], x.dim[3], y.dim[2], y.dim[3], kernel, stride, pad);
+  KERNEL_CHECK();
+}
+
+void mdlrt_pool_bwd(int op, mdlrt_ref dxr, int accum, mdlrt_ref dyr,
+                    mdlrt_ref xr, mdlrt_ref yr, int64_t kernel,
+                    int64_t stride, int64_t pad) {
+  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr);
+  View x = mdlrt_view(xr), y = mdlrt_view(yr);
+  k_pool_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(
+      op, dx, accum, dy, x, y, dx.dim[2], dx.dim[3], dy.dim[2], dy.dim[3],
+      kernel, stride, pad);
+  KERNEL_CHECK();
+}
+
+/* y[n,c] = mean over H*W: one block per (n, c). */
+__global__ void k_gap_fwd(View y, View x, int64_t hw) {
+  int64_t r = blockIdx.x;
+  float s = 0.0f;
+  for (int64_t j = threadIdx.x; j < hw; j += blockDim.x) s += ldf(x, r * hw + j);
+  s = block_sum(s);
+  if (threadIdx.x == 0) stf(y, r, s / (float)hw, 0);
+}
+
+__global__ void k_gap_bwd(View dx, int accum, View dy, int64_t hw) {
+  GRID_LOOP(i, dx.n) stf(dx, i, ldf(dy, i / hw) / (float)hw, accum);
+}
+
+void mdlrt_global_avgpool_fwd(mdlrt_ref yr, mdlrt_ref xr) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr);
+  k_gap_fwd<<<(unsigned)y.n, 256, 0, mdlrt_rt.stream>>>(y, x, x.n / y.n);
+  KERNEL_CHECK();
+}
+
+void mdlrt_global_avgpool_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr) {
+  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr);
+  k_gap_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy,
+                                                         dx.n / dy.n);
+  KERNEL_CHECK();
+}
+
+/* ---- layernorm and groupnorm: normalised rows --------------------------
+ * Both normalise rows of L contiguous elements: layernorm's rows are the
+ * last dim (L = D); groupnorm's row (n, g) is the C/G channels of group g
+ * (L = C/G * HW). The affine parameter of element (row, col) is channel
+ * ch = (row % G) * cpg + col / hw: layernorm has G = 1, cpg = D, hw = 1. */
+struct RowMap {
+  int64_t rows, L, G, cpg, hw;
+};
+
+__device__ __forceinline__ int64_t row_ch(const RowMap &m, int64_t row,
+                                          int64_t col) {
+  return (row % m.G) * m.cpg + col / m.hw;
+}
+
+/* One block per row: mean, rstd = 1/sqrt(var + eps) (biased variance). */
+__global__ void k_rownorm_fwd(View y, View mean, View rstd, View x, View w,
+                              View b, RowMap m, float eps) {
+  int64_t r = blockIdx.x, base = r * m.L;
+  float s = 0.0f;
+  for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) s += ldf(x, base + j);
+  float mu = block_sum(s) / (float)m.L;
+  float v = 0.0f;
+  for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
+    float d = ldf(x, base + j) - mu;
+    v += d * d;
+  }
+  float rs = rsqrtf(block_sum(v) / (float)m.L + eps);
+  if (threadIdx.x == 0) {
+    stf(mean, r, mu, 0);
+    stf(rstd, r, rs, 0);
+  }
+  for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
+    float o = (ldf(x, base + j) - mu) * rs;
+    if (w.p) {
+      int64_t c = row_ch(m, r, j);
+      o = o * ldf(w, c) + ldf(b, c);
+    }
+    stf(y, base + j, o, 0);
+  }
+}
+
+/* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * w. */
+__global__ void k_rownorm_bwd(View dx, int accum, View dy, View x, View mean,
+                              View rstd, View w, RowMap m) {
+  int64_t r = blockIdx.x, base = r * m.L;
+  float mu = ldf(mean, r), rs = ldf(rstd, r);
+  float sg = 0.0f, sgx = 0.0f;
+  for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
+    float g = ldf(dy, base + j) * (w.p ? ldf(w, row_ch(m, r, j)) : 1.0f);
+    sg += g;
+    sgx += g * (ldf(x, base + j) - mu) * rs;
+  }
+  sg = block_sum(sg) / (float)m.L;
+  sgx = block_sum(sgx) / (float)m.L;
+  for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
+    float g = ldf(dy, base + j) * (w.p ? ldf(w, row_ch(m, r, j)) : 1.0f);
+    float xh = (ldf(x, base + j) - mu) * rs;
+    stf(dx, base + j, rs * (g - sg - xh * sgx), accum);
+  }
+}
+
+/* dw[c] (+)= sum dy xhat, db[c] (+)= sum dy over the elements of channel c:
+ * rows r = t*G + c/cpg, cols (c%cpg)*hw + [0, hw). One block per channel. */
+__global__ void k_rownorm_wgrad(View dw, int aw, View db, int ab, View dy,
+                                View x, View mean, View rstd, RowMap m) {
+  int64_t c = blockIdx.x, g = c / m.cpg, c0 = (c % m.cpg) * m.hw;
+  int64_t count = (m.rows / m.G) * m.hw;
+  float sw = 0.0f, sb = 0.0f;
+  for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
+    int64_t r = (e / m.hw) * m.G + g, col = c0 + e % m.hw;
+    float d = ldf(dy, r * m.L + col);
+    sw += d * (ldf(x, r * m.L + col) - ldf(mean, r)) * ldf(rstd, r);
+    sb += d;
+  }
+  sw = block_sum(sw);
+  sb = block_sum(sb);
+  if (threadIdx.x == 0) {
+    if (dw.p) stf(dw, c, sw, aw);
+    if (db.p) stf(db, c, sb, ab);
+  }
+}
+
+static void rownorm_fwd(mdlrt_ref y, mdlrt_ref mean, mdlrt_ref rstd,
+                        mdlrt_ref x, mdlrt_ref w, mdlrt_ref b, RowMap m,
+                        double eps) {
+  k_rownorm_fwd<<<(unsigned)m.rows, 256, 0, mdlrt_rt.stream>>>(
+      mdlrt_view(y), mdlrt_view(mean), mdlrt_view(rstd), mdlrt_view(x),
+      mdlrt_view(w), mdlrt_view(b), m, (float)eps);
+  KERNEL_CHECK();
+}
+
+static void rownorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                        mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                        mdlrt_ref mean, mdlrt_ref rstd, mdlrt_ref w,
+                        RowMap m, int64_t channels) {
+  if (dx.base) {
+    k_rownorm_bwd<<<(unsigned)m.rows, 256, 0, mdlrt_rt.stream>>>(
+        mdlrt_view(dx), ax, mdlrt_view(dy), mdlrt_view(x), mdlrt_view(mean),
+        mdlrt_view(rstd), mdlrt_view(w), m);
+    KERNEL_CHECK();
+  }
+  if (dw.base || db.base) {
+    k_rownorm_wgrad<<<(unsigned)channels, 256, 0, mdlrt_rt.stream>>>(
+        mdlrt_view(dw), aw, mdlrt_view(db), ab, mdlrt_view(dy),
+        mdlrt_view(x), mdlrt_view(mean), mdlrt_view(rstd), m);
+    KERNEL_CHECK();
+  }
+}
+
+static RowMap layer_map(mdlrt_ref x) {
+  View v = mdlrt_view(x);
+  int64_t D = v.dim[v.rank - 1];
+  RowMap m = {v.n / D, D, 1, D, 1};
+  return m;
+}
+
+static RowMap group_map(mdlrt_ref x, int64_t G, int64_t *C) {
+  View v = mdlrt_view(x);
+  *C = v.dim[1];
+  int64_t hw = v.n / (v.dim[0] * v.dim[1]);
+  RowMap m = {v.dim[0] * G, (*C / G) * hw, G, *C / G, hw};
+  return m;
+}
+
+void mdlrt_layernorm_fwd(mdlrt_ref y, mdlrt_ref mean, mdlrt_ref rstd,
+                         mdlrt_ref x, mdlrt_ref w, mdlrt_ref b, double eps) {
+  rownorm_fwd(y, mean, rstd, x, w, b, layer_map(x), eps);
+}
+
+void mdlrt_layernorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                         mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                         mdlrt_ref mean, mdlrt_ref rstd, mdlrt_ref w) {
+  RowMap m = layer_map(x);
+  rownorm_bwd(dx, ax, dw, aw, db, ab, dy, x, mean, rstd, w, m, m.L);
+}
+
+void mdlrt_groupnorm_fwd(mdlrt_ref y, mdlrt_ref mean, mdlrt_ref rstd,
+                         mdlrt_ref x, mdlrt_ref w, mdlrt_ref b, int64_t G,
+                         double eps) {
+  int64_t C;
+  rownorm_fwd(y, mean, rstd, x, w, b, group_map(x, G, &C), eps);
+}
+
+void mdlrt_groupnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                         mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                         mdlrt_ref mean, mdlrt_ref rstd, mdlrt_ref w,
+                         int64_t G) {
+  int64_t C;
+  RowMap m = group_map(x, G, &C);
+  rownorm_bwd(dx, ax, dw, aw, db, ab, dy, x, mean, rstd, w, m, C);
+}
+
+/* ---- batchnorm: statistics per channel of x[N, C, HW] ------------------ */
+
+/* One block per channel. Training: batch statistics (biased variance for
+ * the normalisation, unbiased for the running variance), momentum 0.1. */
+__global__ void k_bn_fwd(View y, View mean, View invstd, View x, View w,
+                         View b, View rm, View rv, int64_t N, int64_t C,
+                         int64_t HW, float eps, int train) {
+  int64_t c = blockIdx.x, cnt = N * HW;
+  float mu, is;
+  if (train) {
+    float s = 0.0f;
+    for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x)
+      s += ldf(x, ((e / HW) * C + c) * HW + e % HW);
+    mu = block_sum(s) / (float)cnt;
+    float v = 0.0f;
+    for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
+      float d = ldf(x, ((e / HW) * C + c) * HW + e % HW) - mu;
+      v += d * d;
+    }
+    v = block_sum(v);
+    is = rsqrtf(v / (float)cnt + eps);
+    if (threadIdx.x == 0) {
+      stf(mean, c, mu, 0);
+      stf(invstd, c, is, 0);
+      float unb = cnt > 1 ? v / (float)(cnt - 1) : v;
+      stf(rm, c, 0.9f * ldf(rm, c) + 0.1f * mu, 0);
+      stf(rv, c, 0.9f * ldf(rv, c) + 0.1f * unb, 0);
+    }
+  } else {
+    mu = ldf(rm, c);
+    is = rsqrtf(ldf(rv, c) + eps);
+  }
+  float wc = ldf(w, c), bc = ldf(b, c);
+  for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
+    int64_t o = ((e / HW) * C + c) * HW + e % HW;
+    stf(y, o, (ldf(x, o) - mu) * is * wc + bc, 0);
+  }
+}
+
+__global__ void k_bn_bwd(View dx, int ax, View dw, int aw, View db, int ab,
+                         View dy, View x, View mean, View invstd, View w,
+                         int64_t N, int64_t C, int64_t HW) {
+  int64_t c = blockIdx.x, cnt = N * HW;
+  float mu = ldf(mean, c), is = ldf(invstd, c);
+  float sg = 0.0f, sgx = 0.0f;
+  for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
+    int64_t o = ((e / HW) * C + c) * HW + e % HW;
+    float d = ldf(dy, o);
+    sg += d;
+    sgx += d * (ldf(x, o) - mu) * is;
+  }
+  sg = block_sum(sg);
+  sgx = block_sum(sgx);
+  if (threadIdx.x == 0) {
+    if (dw.p) stf(dw, c, sgx, aw);
+    if (db.p) stf(db, c, sg, ab);
+  }
+  if (!dx.p) return;
+  float wc = ldf(w, c), mg = sg / (float)cnt, mgx = sgx / (float)cnt;
+  for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
+    int64_t o = ((e / HW) * C + c) * HW + e % HW;
+    float xh = (ldf(x, o) - mu) * is;
+    stf(dx, o, wc * is * (ldf(dy, o) - mg - xh * mgx), ax);
+  }
+}
+
+void mdlrt_batchnorm_fwd(mdlrt_ref yr, mdlrt_ref mean, mdlrt_ref invstd,
+                         mdlrt_ref xr, mdlrt_ref w, mdlrt_ref b,
+                         mdlrt_ref rmean, mdlrt_ref rvar, double eps,
+                         int train) {
+  View x = mdlrt_view(xr);
+  int64_t N = x.dim[0], C = x.dim[1], HW = x.n / (N * C);
+  k_bn_fwd<<<(unsigned)C, 256, 0, mdlrt_rt.stream>>>(
+      mdlrt_view(yr), mdlrt_view(mean), mdlrt_view(invstd), x, mdlrt_view(w),
+      mdlrt_view(b), mdlrt_view(rmean), mdlrt_view(rvar), N, C, HW,
+      (float)eps, train);
+  KERNEL_CHECK();
+}
+
+void mdlrt_batchnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                         mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref xr,
+                         mdlrt_ref mean, mdlrt_ref invstd, mdlrt_ref w) {
+  View x = mdlrt_view(xr);
+  int64_t N = x.dim[0], C = x.dim[1], HW = x.n / (N * C);
+  k_bn_bwd<<<(unsigned)C, 256, 0, mdlrt_rt.stream>>>(
+      mdlrt_view(dx), ax, mdlrt_view(dw), aw, mdlrt_view(db), ab,
+      mdlrt_view(dy), x, mdlrt_view(mean), mdlrt_view(invstd), mdlrt_view(w),
+      N, C, HW);
+  KERNEL_CHECK();
+}
+
+/* ---- softmax ------------------------------------------------------------ */
+
+/* One block per row of L; causal: columns > the row's index in the
+ * second-to-last dim (S of them) are masked to 0. */
+__global__ void k_softmax_fwd(View y, View x, int64_t L, int64_t S,
+                              int causal) {
+  int64_t r = blockIdx.x, base = r * L;
+  int64_t lim = causal ? (r % S) + 1 : L;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < lim; j += blockDim.x)
+    mx = fmaxf(mx, ldf(x, base + j));
+  mx = block_max(mx);
+  float s = 0.0f;
+  for (int64_t j = threadIdx.x; j < lim; j += blockDim.x)
+    s += expf(ldf(x, base + j) - mx);
+  s = block_sum(s);
+  for (int64_t j = threadIdx.x; j < L; j += blockDim.x)
+    stf(y, base + j, j < lim ? expf(ldf(x, base + j) - mx) / s : 0.0f, 0);
+}
+
+/* dx = y (dy - sum(dy y)) */
+__global__ void k_softmax_bwd(View dx, int accum, View dy, View y,
+                              int64_t L) {
+  int64_t r = blockIdx.x, base = r * L;
+  float s = 0.0f;
+  for (int64_t j = threadIdx.x; j < L; j += blockDim.x)
+    s += ldf(dy, base + j) * ldf(y, base + j);
+  s = block_sum(s);
+  for (int64_t j = threadIdx.x; j < L; j += blockDim.x)
+    stf(dx, base + j, ldf(y, base + j) * (ldf(dy, base + j) - s), accum);
+}
+
+void mdlrt_softmax_fwd(mdlrt_ref yr, mdlrt_ref xr, int causal) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr);
+  int64_t L = y.dim[y.rank - 1], S = y.rank >= 2 ? y.dim[y.rank - 2] : 1;
+  k_softmax_fwd<<<(unsigned)(y.n / L), 256, 0, mdlrt_rt.stream>>>(y, x, L, S,
+                                                                  causal);
+  KERNEL_CHECK();
+}
+
+void mdlrt_softmax_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
+                       mdlrt_ref yr) {
+  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), y = mdlrt_view(yr);
+  int64_t L = y.dim[y.rank - 1];
+  k_softmax_bwd<<<(unsigned)(y.n / L), 256, 0, mdlrt_rt.stream>>>(dx, accum,
+                                                                  dy, y, L);
+  KERNEL_CHECK();
+}
+
+/* ---- embedding ------------------------------------------------------------ */
+
+__global__ void k_embed_fwd(View y, View ids, View w, int64_t D) {
+  GRID_LOOP(i, y.n) {
+    int64_t id = ldi(ids, vofs(ids, i / D));
+    stf(y, i, ldf(w, id * D + i % D), 0);
+  }
+}
+
+__global__ void k_embed_bwd(View dw, View dy, View ids, int64_t D) {
+  GRID_LOOP(i, dy.n) {
+    int64_t id = ldi(ids, vofs(ids, i / D));
+    atomic_addf(dw, id * D + i % D, ldf(dy, i));
+  }
+}
+
+void mdlrt_embedding_fwd(mdlrt_ref yr, mdlrt_ref idr, mdlrt_ref wr) {
+  View y = mdlrt_view(yr), w = mdlrt_view(wr);
+  k_embed_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+      y, mdlrt_view(idr), w, w.dim[1]);
+  KERNEL_CHECK();
+}
+
+void mdlrt_embedding_bwd(mdlrt_ref dwr, int accum, mdlrt_ref dyr,
+                         mdlrt_ref idr) {
+  View dw = mdlrt_view(dwr), dy = mdlrt_view(dyr);
+  if (!accum)
+    CUDA_CHECK(cudaMemsetAsync(dw.p, 0, (size_t)dw.n * mdlrt_dt_size(dw.dt),
+                               mdlrt_rt.stream));
+  k_embed_bwd<<<grid_for(dy.n), 256, 0, mdlrt_rt.stream>>>(
+      dw, dy, mdlrt_view(idr), dw.dim[1]);
+  KERNEL_CHECK();
+}
+
+/* ---- losses ------------------------------------------------------------------ */
+
+/* One block per row: logprobs = x - logsumexp(x). */
+__global__ void k_logsoftmax(View lp, View x, int64_t C) {
+  int64_t r = blockIdx.x, base = r * C;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
+    mx = fmaxf(mx, ldf(x, base + j));
+  mx = block_max(mx);
+  float s = 0.0f;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
+    s += expf(ldf(x, base + j) - mx);
+  float lse = mx + logf(block_sum(s));
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
+    stf(lp, base + j, ldf(x, base + j) - lse, 0);
+}
+
+/* loss = -mean over rows of logprobs[row, target]: one block, in order. */
+__global__ void k_nll(View loss, View lp, View t, int64_t rows, int64_t C) {
+  float s = 0.0f;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x)
+    s -= ldf(lp, r * C + ldi(t, vofs(t, r)));
+  s = block_sum(s);
+  if (threadIdx.x == 0) stf(loss, 0, s / (float)rows, 0);
+}
+
+__global__ void k_ce_bwd(View dx, int accum, View dloss, View lp, View t,
+                         int64_t rows, int64_t C) {
+  float g = ldf(dloss, 0) / (float)rows;
+  GRID_LOOP(i, dx.n) {
+    int64_t r = i / C, c = i % C;
+    float p = expf(ldf(lp, i)) - (c == ldi(t, vofs(t, r)) ? 1.0f : 0.0f);
+    stf(dx, i, p * g, accum);
+  }
+}
+
+void mdlrt_cross_entropy_fwd(mdlrt_ref loss, mdlrt_ref lpr, mdlrt_ref xr,
+                             mdlrt_ref tr) {
+  View lp = mdlrt_view(lpr), x = mdlrt_view(xr);
+  int64_t C = x.dim[x.rank - 1], rows = x.n / C;
+  k_logsoftmax<<<(unsigned)rows, 256, 0, mdlrt_rt.stream>>>(lp, x, C);
+  KERNEL_CHECK();
+  k_nll<<<1, 1024, 0, mdlrt_rt.stream>>>(mdlrt_view(loss), lp, mdlrt_view(tr),
+                                         rows, C);
+  KERNEL_CHECK();
+}
+
+void mdlrt_cross_entropy_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dloss,
+                             mdlrt_ref lpr, mdlrt_ref tr) {
+  View dx = mdlrt_view(dxr), lp = mdlrt_view(lpr);
+  int64_t C = lp.dim[lp.rank - 1], rows = lp.n / C;
+  k_ce_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(
+      dx, accum, mdlrt_view(dloss), lp, mdlrt_view(tr), rows, C);
+  KERNEL_CHECK();
+}
+
+__global__ void k_mse_fwd(View loss, View a, View b) {
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < a.n; i += blockDim.x) {
+    float d = ldf(a, vofs(a, i)) - ldf(b, vofs(b, i));
+    s += d * d;
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) stf(loss, 0, s / (float)a.n, 0);
+}
+
+__global__ void k_mse_bwd(View d, int accum, float sign, View dloss, View a,
+                          View b) {
+  float g = sign * 2.0f * ldf(dloss, 0) / (float)a.n;
+  GRID_LOOP(i, d.n) {
+    float diff = ldf(a, vofs(a, i)) - ldf(b, vofs(b, i));
+    stf(d, vofs(d, i), g * diff, accum);
+  }
+}
+
+void mdlrt_mse_fwd(mdlrt_ref loss, mdlrt_ref a, mdlrt_ref b) {
+  k_mse_fwd<<<1, 1024, 0, mdlrt_rt.stream>>>(mdlrt_view(loss), mdlrt_view(a),
+                                             mdlrt_view(b));
+  KERNEL_CHECK();
+}
+
+void mdlrt_mse_bwd(mdlrt_ref dr, int accum, double sign, mdlrt_ref dloss,
+                   mdlrt_ref a, mdlrt_ref b) {
+  View d = mdlrt_view(dr);
+  k_mse_bwd<<<grid_for(d.n), 256, 0, mdlrt_rt.stream>>>(
+      d, accum, (float)sign, mdlrt_view(dloss), mdlrt_view(a), mdlrt_view(b));
+  KERNEL_CHECK();
+}

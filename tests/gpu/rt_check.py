@@ -1,0 +1,240 @@
+"""tests/gpu/rt_check.py: checks rt_test's dumps against PyTorch (float64).
+
+Each DIR/<case>.bin holds records: u32 name length, name, u32 rank,
+i64 dims, f64 data. For every result, |out - ref| <= atol + rtol*|ref|
+elementwise; prints the worst element of each and exits 1 on any failure.
+"""
+import struct
+import sys
+
+import torch
+import torch.nn.functional as F
+
+D = torch.float64
+fails = 0
+rows = []
+
+
+def load(path):
+    out = {}
+    with open(path, "rb") as f:
+        b = f.read()
+    i = 0
+    while i < len(b):
+        (n,) = struct.unpack_from("<I", b, i); i += 4
+        name = b[i:i + n].decode(); i += n
+        (r,) = struct.unpack_from("<I", b, i); i += 4
+        dims = struct.unpack_from("<%dq" % r, b, i); i += 8 * r
+        cnt = 1
+        for d in dims:
+            cnt *= d
+        data = struct.unpack_from("<%dd" % cnt, b, i); i += 8 * cnt
+        out[name] = torch.tensor(data, dtype=D).reshape(dims)
+    return out
+
+
+def check(case, name, got, ref, atol=1e-5, rtol=1e-4):
+    global fails
+    ref = ref.detach().to(D).reshape(got.shape)
+    err = (got - ref).abs()
+    lim = atol + rtol * ref.abs()
+    bad = (err > lim) | torch.isnan(got)
+    worst = int(torch.argmax(err - lim)) if err.numel() else 0
+    ok = not bool(bad.any())
+    fails += not ok
+    rows.append("%-16s %-10s %-4s max|err| %.2e at %d (got %.6g, ref %.6g)" % (
+        case, name, "ok" if ok else "FAIL", float(err.max()) if err.numel() else 0,
+        worst, float(got.flatten()[worst]), float(ref.flatten()[worst])))
+
+
+def req(*ts):
+    return [t.clone().requires_grad_(True) for t in ts]
+
+
+def linear(case, tol):
+    t = load(DIR + "/%s.bin" % case)
+    x, w, b = req(t["x"], t["w"], t["b"])
+    y = F.linear(x, w, b)
+    y.backward(t["dy"])
+    check(case, "y", t["y"], y, *tol)
+    check(case, "dx", t["dx"], x.grad, *tol)
+    check(case, "dw", t["dw"], t["dw0"] + w.grad, *tol)
+    check(case, "db", t["db"], b.grad, *tol)
+
+
+def matmul(case, ta, tb):
+    t = load(DIR + "/%s.bin" % case)
+    a, b = req(t["a"], t["b"])
+    A = a.transpose(-1, -2) if ta else a
+    B = b.transpose(-1, -2) if tb else b
+    y = A @ B
+    y.backward(t["dy"])
+    check(case, "y", t["y"], y)
+    check(case, "da", t["da"], a.grad)
+    check(case, "db", t["db"], b.grad)
+
+
+def conv():
+    t = load(DIR + "/conv2d.bin")
+    x, w, b = req(t["x"], t["w"], t["b"])
+    y = F.conv2d(x, w, b, stride=2, padding=1, groups=2)
+    y.backward(t["dy"])
+    for n, ref in (("y", y), ("dx", x.grad), ("dw", w.grad), ("db", b.grad)):
+        check("conv2d", n, t[n], ref)
+
+
+def pool():
+    t = load(DIR + "/pool.bin")
+    (x,) = req(t["x"])
+    ym = F.max_pool2d(x, 3, 2, 1)
+    ym.backward(t["dym"])
+    check("pool", "ym", t["ym"], ym)
+    check("pool", "dxm", t["dxm"], x.grad)
+    (x,) = req(t["x"])
+    ya = F.avg_pool2d(x, 2, 2, 0, count_include_pad=True)
+    ya.backward(t["dya"])
+    check("pool", "ya", t["ya"], ya)
+    check("pool", "dxa", t["dxa"], x.grad)
+    (x,) = req(t["x"])
+    yg = x.mean(dim=(2, 3))
+    yg.backward(t["dyg"])
+    check("pool", "yg", t["yg"], yg)
+    check("pool", "dxg", t["dxg"], x.grad)
+
+
+def norms():
+    t = load(DIR + "/norms.bin")
+    x, w, b = req(t["ln_x"], t["ln_w"], t["ln_b"])
+    y = F.layer_norm(x, (10,), w, b, 1e-5)
+    y.backward(t["ln_dy"])
+    for n, ref in (("y", y), ("dx", x.grad), ("dw", w.grad), ("db", b.grad)):
+        check("layernorm", n, t["ln_" + n], ref)
+    x, w, b = req(t["gn_x"], t["gn_w"], t["gn_b"])
+    y = F.group_norm(x, 3, w, b, 1e-5)
+    y.backward(t["gn_dy"])
+    for n, ref in (("y", y), ("dx", x.grad), ("dw", w.grad), ("db", b.grad)):
+        check("groupnorm", n, t["gn_" + n], ref)
+    x, w, b = req(t["bn_x"], t["bn_w"], t["bn_b"])
+    rm = t["bn_rm0"].clone()
+    rv = torch.ones(3, dtype=D)
+    y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+    y.backward(t["bn_dy"])
+    for n, ref in (("y", y), ("dx", x.grad), ("dw", w.grad), ("db", b.grad),
+                   ("rm", rm), ("rv", rv)):
+        check("batchnorm", n, t["bn_" + n], ref)
+
+
+def elementwise():
+    t = load(DIR + "/elementwise.bin")
+    fns = {"relu": torch.relu, "gelu": F.gelu, "silu": F.silu,
+           "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+           "scale": lambda v: v * 0.75}
+    for n, fn in fns.items():
+        (x,) = req(t["x"])
+        y = fn(x)
+        y.backward(t["dy"])
+        check("unary", n + "_y", t[n + "_y"], y)
+        check("unary", n + "_dx", t[n + "_dx"], x.grad)
+    a, b = req(t["a"], t["b"])
+    y = a + b
+    y.backward(t["g"])
+    check("add", "y", t["add_y"], y)
+    check("add", "db", t["add_db"], b.grad)
+    a, b = req(t["a"], t["b"])
+    y = a * b
+    y.backward(t["g"])
+    check("mul", "y", t["mul_y"], y)
+    check("mul", "da", t["mul_da"], a.grad)
+    check("mul", "db+acc", t["mul_db"], t["dbm0"] + b.grad)
+    check("copy", "transpose", t["transpose"], t["a"].transpose(1, 2))
+    check("copy", "bf16", t["bf16"], t["a"].to(torch.bfloat16).to(D), 0, 0)
+    # dropout: the mask is the RNG's (mdlrt_rng.h, replayed here), y and dx
+    # follow it.
+    M = (1 << 64) - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M
+        z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M
+        return z ^ (z >> 31)
+
+    stream = 0x300000000 + 7
+    key = mix(0 ^ ((stream * 0x9e3779b97f4a7c15) & M))
+    n = t["do_x"].numel()
+    mask = torch.tensor([float(((mix((key + ((2 << 40) ^ i)) & M) >> 40)
+                                * (1.0 / 16777216.0)) >= 0.3)
+                         for i in range(n)], dtype=D).reshape(t["do_x"].shape)
+    check("dropout", "mask", t["do_mask"], mask, 0, 0)
+    check("dropout", "y", t["do_y"], t["do_x"] * mask / 0.7)
+    check("dropout", "dx", t["do_dx"], t["do_dy"] * mask / 0.7)
+
+
+def rowops():
+    t = load(DIR + "/rows.bin")
+    (x,) = req(t["sm_x"])
+    y = torch.softmax(x, -1)
+    y.backward(t["sm_dy"])
+    check("softmax", "y", t["sm_y"], y)
+    check("softmax", "dx", t["sm_dx"], x.grad)
+    (x,) = req(t["sm_x"])
+    mask = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    y = torch.softmax(x.masked_fill(mask, float("-inf")), -1)
+    y.backward(t["sm_dy"])
+    check("softmax_c", "y", t["smc_y"], y)
+    check("softmax_c", "dx", t["smc_dx"], x.grad)
+    (w,) = req(t["em_w"])
+    y = F.embedding(t["em_ids"].long(), w)
+    y.backward(t["em_dy"])
+    check("embedding", "y", t["em_y"], y)
+    check("embedding", "dw", t["em_dw"], w.grad)
+    (x,) = req(t["ce_x"])
+    loss = F.cross_entropy(x, t["ce_t"].long())
+    (loss * 0.5).backward()
+    check("cross_ent", "loss", t["ce_loss"], loss)
+    check("cross_ent", "dx", t["ce_dx"], x.grad)
+    a, b = req(t["mse_a"], t["mse_b"])
+    loss = F.mse_loss(a, b)
+    (loss * 0.5).backward()
+    check("mse", "loss", t["mse_loss"], loss)
+    check("mse", "da", t["mse_da"], a.grad)
+    check("mse", "db", t["mse_db"], b.grad)
+
+
+def optim():
+    t = load(DIR + "/optim.bin")
+    for n in ("sgd", "momentum", "adam", "adamw"):
+        p = t[n + "_p0"].clone().requires_grad_(True)
+        if n == "sgd":
+            o = torch.optim.SGD([p], lr=1e-2)
+        elif n == "momentum":
+            o = torch.optim.SGD([p], lr=1e-2, momentum=0.9)
+        elif n == "adam":
+            o = torch.optim.Adam([p], lr=1e-2)
+        else:
+            o = torch.optim.AdamW([p], lr=1e-2, weight_decay=0.01)
+        for g in (t[n + "_g1"], t[n + "_g2"]):
+            p.grad = g.clone()
+            o.step()
+        check("optim", n, t[n + "_p2"], p)
+    p = t["master_m0"].clone().requires_grad_(True)
+    o = torch.optim.AdamW([p], lr=1e-2, weight_decay=0.01)
+    p.grad = t["master_g"].clone()
+    o.step()
+    check("optim", "master", t["master_m1"], p)
+    check("optim", "master_bf16", t["master_p1"],
+          t["master_m1"].to(torch.bfloat16).to(D), 0, 0)
+
+
+DIR = sys.argv[1]
+for fn in (lambda: linear("linear", (1e-5, 1e-4)),
+           lambda: linear("linear_bf16", (2e-2, 2e-2)),
+           lambda: matmul("matmul_nn", 0, 0), lambda: matmul("matmul_nt", 0, 1),
+           lambda: matmul("matmul_tn_bcast", 1, 0), conv, pool, norms,
+           elementwise, rowops, optim):
+    try:
+        fn()
+    except Exception as e:  # a crash in one case is a failure, not the end
+        fails += 1
+        rows.append("exception: %r" % (e,))
+print("\n".join(rows))
+print("rt_check: %d checks, %d failed" % (len(rows), fails))
+sys.exit(1 if fails else 0)

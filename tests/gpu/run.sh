@@ -1,0 +1,42 @@
+#!/bin/sh
+# tests/gpu/run.sh: the GPU tests (`make gpu-test`), on a machine with an
+# NVIDIA GPU; CI never runs them. From the repository root:
+#   1. builds the runtime (libmdlrt.a) and tests/gpu/rt_test.cu with nvcc,
+#      runs every kernel and checks it against PyTorch in float64
+#      (tests/gpu/rt_check.py), and probes the pool's byte accounting;
+#   2. if $BUILD/mdlc exists: `mdlc --run` on every example under every
+#      precision policy, predicted against measured peak (tests/gpu/models.sh).
+# Logs go to $OUT (default $BUILD/gpu-out). Exit 0 only if all passed.
+BUILD=${BUILD:-build}
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+NVCC=${NVCC:-$CUDA_HOME/bin/nvcc}
+CUDA_ARCH=${CUDA_ARCH:-sm_90}
+OUT=${OUT:-$BUILD/gpu-out}
+mkdir -p "$OUT" "$BUILD/gpu-rt" "$BUILD/runtime"
+fail=0
+INC="-Iruntime -I/usr/include/x86_64-linux-gnu"
+LIBS="-L$CUDA_HOME/lib64 -L/usr/lib/x86_64-linux-gnu -lcublas -lcublasLt -lcudnn"
+
+echo "== runtime"
+for f in runtime/*.cu; do
+  o=$BUILD/runtime/$(basename "$f" .cu).o
+  $NVCC -O3 -arch=$CUDA_ARCH -std=c++17 $INC -Xcompiler -Wall -c -o "$o" "$f" \
+    || exit 1
+done
+ar rcs "$BUILD/libmdlrt.a" "$BUILD"/runtime/*.o || exit 1
+
+echo "== kernels against PyTorch"
+$NVCC -O2 -arch=$CUDA_ARCH -std=c++17 $INC -o "$BUILD/rt_test" \
+  tests/gpu/rt_test.cu "$BUILD/libmdlrt.a" $LIBS || exit 1
+"$BUILD/rt_test" "$BUILD/gpu-rt" > "$OUT/rt_test.log" 2>&1 || fail=1
+cat "$OUT/rt_test.log"
+grep -q "pool probe: PASS" "$OUT/rt_test.log" || fail=1
+python3 tests/gpu/rt_check.py "$BUILD/gpu-rt" > "$OUT/rt_check.log" 2>&1 || fail=1
+cat "$OUT/rt_check.log"
+
+if [ -x "$BUILD/mdlc" ] && [ -f tests/gpu/models.sh ]; then
+  echo "== models: predicted against measured peak"
+  BUILD=$BUILD OUT=$OUT sh tests/gpu/models.sh || fail=1
+fi
+[ $fail = 0 ] && echo "gpu tests: PASS" || echo "gpu tests: FAIL"
+exit $fail
