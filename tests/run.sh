@@ -20,7 +20,8 @@
 #       Compiled with $CC $CFLAGS, linked with every mdlc object in $BUILD
 #       but driver.o, $LDFLAGS and -lm, and run: exit 0 passes.
 #   tests/sh/NAME.sh
-#       Run with sh, $BUILD $MDLC $NVCC exported: exit 0 passes, 77 skips.
+#       Run with sh, $BUILD $MDLC $NVCC exported: exit 0 passes, 77 skips;
+#       a line `# TIMEOUT: SECONDS` in it raises its time limit.
 #   tests/golden/NAME.args
 #       One line of mdlc arguments; stdout must equal NAME.out. --golden
 #       rewrites every NAME.out instead (review the result as a diff).
@@ -215,7 +216,11 @@ run_unit() {
 # ---- tests/sh/*.sh ---------------------------------------------------------
 run_sh() {
   name=sh/$(basename "$1" .sh)
-  $TO sh "$1" </dev/null >"$T/why" 2>&1
+  # a script may raise its own limit with a line `# TIMEOUT: SECONDS`
+  to=$TO
+  lim=$(sed -n 's/^# TIMEOUT: *\([0-9][0-9]*\).*/\1/p' "$1" | head -n 1)
+  if [ -n "$to" ] && [ -n "$lim" ]; then to="timeout $lim"; fi
+  $to sh "$1" </dev/null >"$T/why" 2>&1
   rc=$?
   case $rc in
     0) pass "$name" ;;
