@@ -309,13 +309,145 @@ static int run_action(const Options *o, Graph *g) {
                 o->cfg.gpus);
     rc = o->device_cpu ? cpu_run(g, &o->run) : cuda_run(g, &o->run);
     break;
-  case ACT_BUDGET:
-  case ACT_MAX_BATCH:
+  case ACT_BUDGET: {
+    /* passes/placement.c; the report names segments by node and line */
+    char b1[32], b2[32];
+    int64_t budget = g->cfg.budget;
+    Placement r;
+    bool fits = pass_placement(g, budget, NULL, &r);
+    pass_arena(g);
+    fprintf(out, "model %s: budget %lld B (%s)\n", g->model_name,
+            (long long)budget, fmt_bytes(budget, b1));
+    fprintf(out, "without checkpoints: peak %lld B (%s)\n",
+            (long long)r.base_peak, fmt_bytes(r.base_peak, b2));
+    for (int s = 0; s < g->nsegments; s++) {
+      int lo = -1, hi = -1;
+      int64_t fl = 0;
+      for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].segment == s) {
+          if (lo < 0) lo = i;
+          hi = i;
+          fl += op_flops(g, i);
+        }
+      int l1 = 0, c1 = 0, l2 = 0, c2 = 0;
+      Loc a = g->nodes[lo].loc, z = g->nodes[hi].loc;
+      if (a.file >= 0) src_linecol(a.file, a.begin, &l1, &c1);
+      if (z.file >= 0) src_linecol(z.file, z.begin, &l2, &c2);
+      fprintf(out, "  segment %d: '%s' (line %d) .. '%s' (line %d), %d ops, "
+              "recomputes %lld FLOPs\n", s, g->nodes[lo].name, l1,
+              g->nodes[hi].name, l2, hi - lo + 1, (long long)fl);
+    }
+    fprintf(out, "%s: %d segment%s, peak %lld B (%s)\n",
+            fits ? "placed" : "cannot fit; smallest peak found",
+            g->nsegments, g->nsegments == 1 ? "" : "s", (long long)r.peak,
+            fmt_bytes(r.peak, b1));
+    fprintf(out, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
+            instr_describe(g, g->peak_at));
+    double fw = r.fwd_flops > 0 ? (double)r.fwd_flops : 1;
+    fprintf(out, "extra work: %lld FLOPs recomputed = %.2f%% of the forward, "
+            "%.2f%% of the step (forward + backward taken as 3x forward)\n",
+            (long long)r.extra_flops, 100.0 * (double)r.extra_flops / fw,
+            100.0 * (double)r.extra_flops / (3 * fw));
+    fprintf(out, "search: %d chain stages%s; placement model %s the "
+            "verified peak\n", r.stages,
+            r.chain ? "" : " (not every op boundary is a one-tensor boundary: "
+                           "segments start and end at chain boundaries only)",
+            r.verified_model ? "equals" : "differs from");
+    if (!fits) {
+      int64_t states = g->by_cat[CAT_PARAM] + g->by_cat[CAT_OPT_STATE] +
+                       g->by_cat[CAT_MASTER] + g->by_cat[CAT_GRAD];
+      fprintf(out, "at that peak, by category:\n");
+      for (int c = 0; c < CAT_COUNT; c++)
+        if (g->by_cat[c])
+          fprintf(out, "  %-22s %14lld B  %s\n", category_name[c],
+                  (long long)g->by_cat[c], fmt_bytes(g->by_cat[c], b1));
+      fprintf(out, "parameters, gradients and optimizer state take %lld B "
+              "(%s) of it: checkpoints cannot shrink them; a 16-bit "
+              "--precision, --state-dtype bf16, --optimizer sgd, or "
+              "--gpus N --zero 1..3 can\n",
+              (long long)states, fmt_bytes(states, b1));
+      rc = 1;
+    }
+    break;
+  }
+  case ACT_MAX_BATCH: {
+    /* the largest `let batch` that fits, by recompiling with -D batch=N */
+    char b1[32];
+    if (g->batch < 0)
+      die_usage("--max-batch varies `let batch`, but the model has no "
+                "top-level `let batch`");
+    Options oc = *o;
+    oc.defs = xalloc(sizeof(Define) * (size_t)(o->ndefs + 1));
+    oc.ndefs = 0;
+    for (int i = 0; i < o->ndefs; i++)
+      if (strcmp(o->defs[i].name, "batch") != 0) oc.defs[oc.ndefs++] = o->defs[i];
+    oc.ndefs++;
+    oc.dump_after = NULL;
+    int64_t size = o->size_arg;
+    /* peak(batch) for both modes; with placement, the placed peak */
+    for (int mode = 0; mode < 2; mode++) {
+      int64_t lo = 0, hi = 1, best_flops = 0, best_peak = 0, best_fwd = 1;
+      int best_segs = 0;
+      /* grow hi until it does not fit (at most 2^40) */
+      for (;;) {
+        oc.defs[oc.ndefs - 1] = (Define){"batch", hi};
+        Graph *h = compile(&oc);
+        bool ok = false;
+        if (h) {
+          Placement r;
+          ok = mode ? pass_placement(h, size, NULL, &r) : h->peak <= size;
+          if (ok) {
+            best_peak = mode ? r.peak : h->peak;
+            best_flops = mode ? r.extra_flops : 0;
+            best_fwd = mode ? r.fwd_flops : 1;
+            best_segs = mode ? r.nsegments : 0;
+          }
+        }
+        if (!ok || hi >= ((int64_t)1 << 40)) break;
+        lo = hi;
+        hi *= 2;
+      }
+      while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        oc.defs[oc.ndefs - 1] = (Define){"batch", mid};
+        Graph *h = compile(&oc);
+        bool ok = false;
+        Placement r;
+        if (h) ok = mode ? pass_placement(h, size, NULL, &r) : h->peak <= size;
+        if (ok) {
+          lo = mid;
+          best_peak = mode ? r.peak : h->peak;
+          best_flops = mode ? r.extra_flops : 0;
+          best_fwd = mode ? r.fwd_flops : 1;
+          best_segs = mode ? r.nsegments : 0;
+        } else {
+          hi = mid;
+        }
+      }
+      if (lo == 0) {
+        fprintf(out, "%s: batch 1 does not fit in %lld B (%s)\n",
+                mode ? "with checkpoint placement" : "without checkpoints",
+                (long long)size, fmt_bytes(size, b1));
+        rc = 1;
+        continue;
+      }
+      fprintf(out, "%s: max batch %lld, peak %lld B (%s)", mode
+              ? "with checkpoint placement" : "without checkpoints",
+              (long long)lo, (long long)best_peak, fmt_bytes(best_peak, b1));
+      if (mode)
+        fprintf(out, ", %d segment%s, %lld FLOPs recomputed (%.2f%% of the "
+                "forward)", best_segs, best_segs == 1 ? "" : "s",
+                (long long)best_flops,
+                100.0 * (double)best_flops / (double)best_fwd);
+      fputc('\n', out);
+    }
+    fprintf(out, "(budget %lld B (%s); model %s, `let batch` was %lld)\n",
+            (long long)size, fmt_bytes(size, b1), g->model_name,
+            (long long)g->batch);
+    break;
+  }
   case ACT_EMIT_MDL:
-    die_usage("%s is not implemented yet in mdlc %s",
-              o->action == ACT_BUDGET ? "--budget"
-              : o->action == ACT_MAX_BATCH ? "--max-batch" : "--emit-mdl",
-              MDLC_VERSION);
+    die_usage("--emit-mdl is not implemented yet in mdlc %s", MDLC_VERSION);
   }
   if (out != stdout && fclose(out) != 0)
     die_usage("-o: writing '%s' failed", o->run.out_path);

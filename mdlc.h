@@ -286,6 +286,7 @@ typedef enum {
   IK_REDUCE,    /* ZeRO >= 2: reduce-scatter parameter `node`'s full
                    gradient into its shard (accounting only: --run refuses
                    --gpus > 1) */
+  IK_COUNT
 } InstrKind;
 
 /* An operand: a buffer and the value whose geometry (shape, view offset

@@ -40,7 +40,12 @@ typedef struct {
   uint64_t step;       /* 0-based step */
   int cur;             /* instruction running, for messages */
   jmp_buf fail;        /* a failed check unwinds here (cpu_run_stats) */
+  double *prof;        /* --profile: ms per (op, pass), or NULL */
 } Exec;
+
+/* --profile rows: forward (recompute included) and backward of each op,
+ * then the seed and the optimizer. */
+enum { PROF_BWD = OP_COUNT, PROF_SEED = 2 * OP_COUNT, PROF_OPT, PROF_N };
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -432,14 +437,15 @@ static void run_backward(Exec *e, const Instr *in) {
     Ref r = in->in[ni + no + o];
     dy[o] = r.buf >= 0 ? gather(e, r) : fzero(numel_v(g, n->out[o]));
   }
-  /* which input gradients to compute: wanted, and not handed off */
+  /* which input gradients to compute: wanted, and not handed off (an
+   * overwrite of dy's own buffer; `x + x` also adds into it) */
   float *dx[8] = {0};
   for (int k = 0; k < ni; k++) {
     Ref r = in->out[k];
     if (r.buf < 0) continue;
     bool handed = false;
     for (int o = 0; o < n->nreal; o++)
-      handed |= in->in[ni + no + o].buf == r.buf;
+      handed |= in->in[ni + no + o].buf == r.buf && !in->accum[k];
     if (!handed) dx[k] = fzero(numel_v(g, n->in[k]));
   }
   const Shape *s0 = &g->vals[n->in[0]].shape, *sy = &g->vals[n->out[0]].shape;
@@ -809,6 +815,38 @@ static void break_plan(Graph *g) {
 
 /* ---- the step ----------------------------------------------------------- */
 
+static double now_ms(void);
+
+static int prof_row(const Graph *g, const Instr *in) {
+  switch (in->kind) {
+  case IK_FWD:
+  case IK_RECOMPUTE: return (int)g->nodes[in->node].op;
+  case IK_BWD: return PROF_BWD + (int)g->nodes[in->node].op;
+  case IK_SEED: return PROF_SEED;
+  default: return PROF_OPT;
+  }
+}
+
+static void print_profile(const Exec *e, int steps) {
+  double total = 0;
+  for (int r = 0; r < PROF_N; r++) total += e->prof[r];
+  printf("time by op (ms per step):\n");
+  for (;;) {  /* largest first */
+    int best = -1;
+    for (int r = 0; r < PROF_N; r++)
+      if (e->prof[r] > 0 && (best < 0 || e->prof[r] > e->prof[best])) best = r;
+    if (best < 0) break;
+    const char *what = best == PROF_SEED ? "seed"
+                       : best == PROF_OPT ? "optimizer"
+                                          : op_info[best % OP_COUNT].name;
+    printf("  %-16s %-8s %10.3f  %5.1f%%\n", what,
+           best >= PROF_SEED ? "" : best >= PROF_BWD ? "backward" : "forward",
+           e->prof[best] / steps, 100 * e->prof[best] / (total ? total : 1));
+    e->prof[best] = -e->prof[best];  /* printed */
+  }
+  for (int r = 0; r < PROF_N; r++) e->prof[r] = fabs(e->prof[r]);
+}
+
 static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -831,6 +869,7 @@ static float run_step(Exec *e) {
       if (in->in[k].buf >= 0) opnd(e, in->in[k]);
     for (int k = 0; k < in->nout; k++)
       if (in->out[k].buf >= 0) opnd(e, in->out[k]);
+    double t0 = e->prof ? now_ms() : 0;
     switch (in->kind) {
     case IK_FWD:
     case IK_RECOMPUTE: run_forward(e, in); break;
@@ -843,8 +882,10 @@ static float run_step(Exec *e) {
       break;
     }
     case IK_REDUCE:  /* ZeRO: accounting only, --run refuses --gpus > 1 */
-      ICE("cpu_run: IK_REDUCE in a single-device step");
+    case IK_COUNT:
+      ICE("cpu_run: instruction kind %d in a single-device step", in->kind);
     }
+    if (e->prof) e->prof[prof_row(g, in)] += now_ms() - t0;
     for (int k = 0; k < in->nfree; k++) free_buf(e, in->free[k]);
   }
   e->cur = g->nins;
@@ -960,7 +1001,9 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
     printf("running '%s' on the CPU reference executor: %d step%s, "
            "--alloc %s, %s, %s\n", g->model_name ? g->model_name : "?",
            steps, steps == 1 ? "" : "s", o->arena ? "arena" : "pool",
-           precision_name[g->cfg.precision], optimizer_name[g->cfg.optimizer]);
+           precision_name[g->cfg.precision],
+           g->cfg.infer ? "inference" : optimizer_name[g->cfg.optimizer]);
+  if (o->profile) e->prof = xalloc(sizeof *e->prof * PROF_N);
   for (int s = 0; s < steps; s++) {
     e->step = (uint64_t)s;
     if (o->fresh_data && s > 0) fill_inputs(e, limit, (uint64_t)s);
@@ -973,8 +1016,8 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
     if (before > e->peak) e->peak = before;
     if (!o->json && !o->quiet)
       printf("step %4d  loss %-12.8g  peak predicted %lld B, measured %lld B"
-             "  %.3f ms\n", s + 1, (double)loss[s], (long long)g->peak,
-             (long long)step_peak, ms[s]);
+             "  %.3f ms\n", s + 1, g->loss >= 0 ? (double)loss[s] : NAN,
+             (long long)g->peak, (long long)step_peak, ms[s]);
   }
   double *sorted = xalloc(sizeof *sorted * (size_t)steps);
   memcpy(sorted, ms, sizeof *ms * (size_t)steps);
@@ -1005,6 +1048,7 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
       printf("arena: %lld B planned + %lld B persistent\n",
              (long long)g->arena_bytes, (long long)g->persistent_bytes);
     printf("step time (median of %d): %.3f ms\n", steps, median);
+    if (e->prof) print_profile(e, steps);
   }
   if (e->mismatch_at >= 0)
     fprintf(stderr, "mdlc: error: live bytes after the allocations of "

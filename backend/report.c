@@ -11,7 +11,8 @@
 
 static const char *const phase_name[] = {
     [IK_FWD] = "forward", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "backward",
-    [IK_BWD] = "backward", [IK_OPT] = "optimizer"};
+    [IK_BWD] = "backward", [IK_OPT] = "optimizer", [IK_REDUCE] = "backward"};
+_Static_assert(sizeof phase_name / sizeof *phase_name == IK_COUNT, "one entry an instruction kind");
 
 int64_t graph_param_count(const Graph *g) {
   int64_t n = 0;
@@ -58,6 +59,9 @@ const char *instr_describe(const Graph *g, int i) {
     return xsprintf("the seed gradient of the loss '%s'", g->vals[in->node].name);
   case IK_OPT:
     return xsprintf("the %s update of '%s'", optimizer_name[g->cfg.optimizer],
+                    g->vals[in->node].name);
+  case IK_REDUCE:
+    return xsprintf("the reduce-scatter of the gradient of '%s'",
                     g->vals[in->node].name);
   default: {
     const Node *n = &g->nodes[in->node];

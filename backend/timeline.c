@@ -15,10 +15,12 @@
 
 static const char *const phase_color[] = {
     [IK_FWD] = "#e8f1fb", [IK_RECOMPUTE] = "#fdf1dc", [IK_SEED] = "#fbe9e9",
-    [IK_BWD] = "#fbe9e9", [IK_OPT] = "#eaf6ea"};
+    [IK_BWD] = "#fbe9e9", [IK_OPT] = "#eaf6ea", [IK_REDUCE] = "#fbe9e9"};
+_Static_assert(sizeof phase_color / sizeof *phase_color == IK_COUNT, "one entry an instruction kind");
 static const char *const phase_label[] = {
     [IK_FWD] = "forward", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "backward",
-    [IK_BWD] = "backward", [IK_OPT] = "optimizer"};
+    [IK_BWD] = "backward", [IK_OPT] = "optimizer", [IK_REDUCE] = "backward"};
+_Static_assert(sizeof phase_label / sizeof *phase_label == IK_COUNT, "one entry an instruction kind");
 
 static void xml_text(FILE *f, const char *s) {
   for (; *s; s++) {
@@ -30,8 +32,12 @@ static void xml_text(FILE *f, const char *s) {
   }
 }
 
+static bool in_backward(InstrKind k) {
+  return k == IK_SEED || k == IK_BWD || k == IK_REDUCE;
+}
+
 static int same_phase(InstrKind a, InstrKind b) {
-  return a == b || ((a == IK_SEED || a == IK_BWD) && (b == IK_SEED || b == IK_BWD));
+  return a == b || (in_backward(a) && in_backward(b));
 }
 
 static void write_svg(const Graph *g, FILE *f) {

@@ -74,11 +74,12 @@ bool value_is_contiguous(const Value *v) {
 
 int graph_add_value(Graph *g, const char *name, ValueKind kind, DType dt,
                     const Shape *shape, Loc loc) {
+  Shape sh = *shape; /* may point into g->vals, which the push may move */
   Value *v = VEC_PUSH(g->vals, g->nvals, g->capvals);
   v->name = name;
   v->kind = kind;
   v->dtype = dt;
-  v->shape = *shape;
+  v->shape = sh;
   v->node = -1;
   v->view_of = -1;
   v->loc = loc;
@@ -207,7 +208,8 @@ static const char *const kind_name[] = {
 
 static const char *const instr_name[] = {
     [IK_FWD] = "fwd", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "seed",
-    [IK_BWD] = "bwd", [IK_OPT] = "opt"};
+    [IK_BWD] = "bwd", [IK_OPT] = "opt", [IK_REDUCE] = "reduce"};
+_Static_assert(sizeof instr_name / sizeof *instr_name == IK_COUNT, "one entry an instruction kind");
 
 static void dump_refs(const Ref *r, int n, FILE *f) {
   for (int i = 0; i < n; i++) {
@@ -266,7 +268,8 @@ void graph_dump(const Graph *g, FILE *f, bool with_step) {
   }
   for (int i = 0; i < g->nins; i++) {
     const Instr *in = &g->ins[i];
-    const char *what = in->kind == IK_OPT || in->kind == IK_SEED
+    const char *what = in->kind == IK_OPT || in->kind == IK_SEED ||
+                               in->kind == IK_REDUCE
                            ? g->vals[in->node].name
                            : g->nodes[in->node].name;
     fprintf(f, "%d: %s \"%s\" in(", i, instr_name[in->kind], what);

@@ -95,10 +95,10 @@ skip() {
   nskip=$((nskip + 1))
 }
 
-# status_word RC: how a run that exited RC ended, in words.
+# status_word RC [LIMIT]: how a run that exited RC ended, in words.
 status_word() {
   case $1 in
-    124) echo "timed out after ${TEST_TIMEOUT}s" ;;
+    124) echo "timed out after ${2:-$TEST_TIMEOUT}s" ;;
     86) echo "AddressSanitizer report (exit 86)" ;;
     87) echo "UndefinedBehaviorSanitizer report (exit 87)" ;;
     12[5-7]) echo "could not run (status $1)" ;;
@@ -225,7 +225,7 @@ run_sh() {
   case $rc in
     0) pass "$name" ;;
     77) skip "$name" ;;
-    *) fail "$name" "$(status_word "$rc")" ;;
+    *) fail "$name" "$(status_word "$rc" "$lim")" ;;
   esac
 }
 

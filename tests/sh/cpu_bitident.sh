@@ -7,7 +7,9 @@
 #   2. every layer a checkpointed segment = no checkpoints (the recomputed
 #      forward redraws the same dropout masks), for fp32 and bf16_mixed;
 #   3. a CNN with batchnorm (whose running statistics are updated once per
-#      step, not again by the recomputation) checkpointed = not.
+#      step, not again by the recomputation) checkpointed = not;
+#   4. --optimizer-in-backward = updates after the backward pass (each
+#      update still follows the last reader of its parameter).
 # The runs differ in their peaks; each must measure its own exactly.
 MDLC=${MDLC:-${BUILD:-build}/mdlc}
 T=$(mktemp -d "${TMPDIR:-/tmp}/cpu_bitident.XXXXXX") || exit 2
@@ -89,6 +91,8 @@ same pool16 ckpt16 "checkpointed = unsegmented (bf16_mixed)"
 run cnn_plain "$T/cnn_plain.mdl"
 run cnn_ckpt "$T/cnn_ckpt.mdl"
 same cnn_plain cnn_ckpt "checkpointed = unsegmented (batchnorm, dropout)"
+run inbwd --optimizer-in-backward "$T/gpt_ckpt.mdl"
+same ckpt inbwd "--optimizer-in-backward = after the backward pass"
 
 # The checkpointed plan really is a different plan.
 p1=$(sed -n 's/^peak: predicted \([0-9]*\) B.*/\1/p' "$T/pool.out")

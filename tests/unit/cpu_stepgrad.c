@@ -15,7 +15,8 @@
  *   attention  linear -> split (strided views) -> reshape -> transpose ->
  *              matmul (transpose_b) -> scale -> causal softmax -> matmul
  *              -> transpose -> reshape (view) -> linear -> add -> mse
- *   embed      embedding (repeated ids), broadcast add and mul, tanh,
+ *   embed      embedding (repeated ids), broadcast add and mul, m + m
+ *              (hand-off, then accumulation into the same buffer), tanh,
  *              concat, silu, cross_entropy over [2, 4, 5]
  *   cnn        conv2d (pad, then stride 2 with groups), batchnorm,
  *              sigmoid, maxpool, avgpool (pad), global_avgpool, linear
@@ -191,8 +192,9 @@ static Graph *embed(void) {
   int a = node1(g, OP_ADD, "addpos", (int[]){e, pos}, 2, SH(B, S, D));
   int gm = param(g, "gamma", SH(D));
   int m = node1(g, OP_MUL, "mul", (int[]){a, gm}, 2, SH(B, S, D));
-  int t = node1(g, OP_TANH, "tanh", (int[]){m}, 1, SH(B, S, D));
-  int c = node1(g, OP_CONCAT, "cat", (int[]){m, t}, 2, SH(B, S, 2 * D));
+  int m2 = node1(g, OP_ADD, "twice", (int[]){m, m}, 2, SH(B, S, D));
+  int t = node1(g, OP_TANH, "tanh", (int[]){m2}, 1, SH(B, S, D));
+  int c = node1(g, OP_CONCAT, "cat", (int[]){m2, t}, 2, SH(B, S, 2 * D));
   g->nodes[last_node(g)].a.concat.axis = 2;
   c = node1(g, OP_SILU, "silu", (int[]){c}, 1, SH(B, S, 2 * D));
   int lg = linear(g, "head", c, 2 * D, C, SH(B, S, C));

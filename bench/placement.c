@@ -1,0 +1,128 @@
+/* bench/placement.c: checkpoint placement on a 1,000-block chain.
+ *
+ * The chain: input [64, 512] -> 1000 x (linear 512->512, gelu) -> linear
+ * -> cross_entropy, fp32, adamw, built in IR. Baseline: PyTorch's
+ * checkpoint_sequential(k segments): k equal runs of blocks, every run
+ * but the last checkpointed, its peak measured with our own passes. For
+ * each k: pass_placement at the baseline's peak (least recomputation at
+ * the same budget), and the smallest budget at which pass_placement needs
+ * no more recomputation than the baseline (lower peak at the same work).
+ * Prints a table; exits 1 if placement is ever worse or takes over 2 s.
+ */
+#include "mdlc.h"
+
+#include <time.h>
+
+enum { BLOCKS = 1000, D = 512, ROWS = 64 };
+
+static Shape sh2(int64_t a, int64_t b) {
+  Shape s = {.rank = 2};
+  s.dim[0] = a;
+  s.dim[1] = b;
+  return s;
+}
+
+static int linear(Graph *g, int x, int64_t in, int64_t out, const char *nm) {
+  Shape ws = sh2(out, in), bs = {.rank = 1}, s = sh2(ROWS, out);
+  bs.dim[0] = out;
+  int w = graph_add_value(g, xsprintf("%s.weight", nm), VK_PARAM, DT_F32, &ws, NOLOC);
+  int b = graph_add_value(g, xsprintf("%s.bias", nm), VK_PARAM, DT_F32, &bs, NOLOC);
+  int n = graph_add_node(g, OP_LINEAR, nm, (int[]){x, w, b}, 3, NOLOC);
+  g->nodes[n].a.linear.out = out;
+  g->nodes[n].a.linear.bias = true;
+  return graph_add_output(g, n, nm, DT_F32, &s, false);
+}
+
+static Graph *build(void) {
+  Graph *g = graph_new();
+  g->model_name = "chain1000";
+  g->cfg.optimizer = OPTIM_ADAMW;
+  Shape s = sh2(ROWS, D), ts = {.rank = 1};
+  ts.dim[0] = ROWS;
+  int h = graph_add_value(g, "x", VK_INPUT, DT_F32, &s, NOLOC);
+  int y = graph_add_value(g, "y", VK_INPUT, DT_I32, &ts, NOLOC);
+  for (int k = 0; k < BLOCKS; k++) {
+    h = linear(g, h, D, D, xsprintf("block[%d]/fc", k));
+    int n = graph_add_node(g, OP_GELU, xsprintf("block[%d]/act", k), (int[]){h}, 1, NOLOC);
+    h = graph_add_output(g, n, g->nodes[n].name, DT_F32, &s, false);
+  }
+  h = linear(g, h, D, 10, "head");
+  int n = graph_add_node(g, OP_CROSS_ENTROPY, "loss", (int[]){h, y}, 2, NOLOC);
+  Shape sc = {0}, ls = sh2(ROWS, 10);
+  int loss = graph_add_output(g, n, "loss", DT_F32, &sc, false);
+  graph_add_output(g, n, "logprobs", DT_F32, &ls, true);
+  g->vals[loss].is_output = true;
+  g->loss = loss;
+  pass_precision(g);
+  pass_autodiff(g);
+  pass_liveness(g);
+  return g;
+}
+
+/* checkpoint_sequential(k): runs of blocks, all but the last segmented */
+static void sequential(Graph *g, int k, int64_t *peak, int64_t *flops) {
+  int per = (BLOCKS + k - 1) / k;
+  *flops = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = &g->nodes[i];
+    int blk = i / 2, s = blk / per;
+    n->segment = i < 2 * BLOCKS && s < k - 1 ? s : -1;
+    if (n->segment >= 0) *flops += op_flops(g, i);
+  }
+  g->nsegments = k - 1;
+  g->segment_loc = xalloc(sizeof(Loc) * (size_t)k);
+  graph_clear_step(g);
+  pass_autodiff(g);
+  pass_liveness(g);
+  *peak = g->peak;
+}
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int main(void) {
+  Graph *g = build();
+  int64_t base = g->peak;
+  char b1[32], b2[32], b3[32];
+  int bad = 0;
+  double worst = 0;
+  printf("chain of %d blocks (linear %d->%d, gelu), batch rows %d, fp32 adamw\n",
+         BLOCKS, D, D, ROWS);
+  printf("no checkpoints: peak %s\n\n", fmt_bytes(base, b1));
+  printf("%-4s | %-28s | %-28s | %-26s | %s\n", "k",
+         "checkpoint_sequential(k)", "placement, same budget",
+         "placement, same work", "time");
+  printf("%-4s | %-12s %15s | %-12s %15s | %-12s %13s |\n", "", "peak",
+         "recompute", "peak", "recompute", "peak", "recompute");
+  int ks[] = {4, 8, 16, 32, 64, 128};
+  for (size_t j = 0; j < sizeof ks / sizeof *ks; j++) {
+    int k = ks[j];
+    int64_t sp, sf;
+    sequential(g, k, &sp, &sf);
+    Placement r;
+    double t0 = now();
+    bool fits = pass_placement(g, sp, NULL, &r);
+    double dt = now() - t0;
+    if (dt > worst) worst = dt;
+    int64_t p1 = r.peak, f1 = r.extra_flops;
+    if (!fits || f1 > sf) bad++;
+    /* smallest budget whose placement needs at most sf FLOPs */
+    int64_t lo = 0, hi = sp;
+    while (hi - lo > (int64_t)1 << 16) {
+      int64_t mid = lo + (hi - lo) / 2;
+      if (pass_placement(g, mid, NULL, &r) && r.extra_flops <= sf) hi = mid;
+      else lo = mid;
+    }
+    pass_placement(g, hi, NULL, &r);
+    if (r.peak > sp) bad++;
+    printf("%-4d | %-12s %15lld | %-12s %15lld | %-12s %13lld | %.3f s\n", k,
+           fmt_bytes(sp, b1), (long long)sf, fmt_bytes(p1, b2), (long long)f1,
+           fmt_bytes(r.peak, b3), (long long)r.extra_flops, dt);
+  }
+  printf("\nslowest placement: %.3f s (goal: under 2 s)\n", worst);
+  if (worst > 2.0) bad++;
+  return bad ? 1 : 0;
+}
