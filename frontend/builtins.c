@@ -552,9 +552,9 @@ static int unary(const Call *c, Op op, int x, const char *local) {
 static int dropout(const Call *c, int x, double p, const char *local) {
   int n = node(c, OP_DROPOUT, local, &x, 1);
   c->g->nodes[n].a.dropout.p = p;
-  const Shape *s = &c->g->vals[x].shape;
-  int y = out1(c, n, DT_F32, s);
-  out(c, n, xsprintf("%s.mask", c->g->nodes[n].name), DT_U8, s, true);
+  Shape s = c->g->vals[x].shape; /* a copy: out1 may move g->vals */
+  int y = out1(c, n, DT_F32, &s);
+  out(c, n, xsprintf("%s.mask", c->g->nodes[n].name), DT_U8, &s, true);
   return y;
 }
 
