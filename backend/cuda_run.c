@@ -19,6 +19,7 @@
 #include "mdlc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -165,7 +166,7 @@ int cuda_run(Graph *g, const RunOpts *o) {
   const char *bin = build(g, o, dir);
   if (!o->quiet && !o->json)
     printf("running '%s' on the GPU: %d step%s, --alloc %s, %s, %s "
-           "(program in %s)\n", g->model_name ? g->model_name : "?", steps,
+           "(program in %s; MDLC_KEEP_TMP=1 keeps it)\n", g->model_name ? g->model_name : "?", steps,
            steps == 1 ? "" : "s", o->arena ? "arena" : "pool",
            precision_name[g->cfg.precision], optimizer_name[g->cfg.optimizer],
            dir);
@@ -179,6 +180,13 @@ int cuda_run(Graph *g, const RunOpts *o) {
       fprintf(stderr, "mdlc: error: the GPU program exited with status %d "
               "after %d of %d steps\n", rc, r.steps, steps);
     return 3;
+  }
+
+  if (!getenv("MDLC_KEEP_TMP")) { /* the program and its source go */
+    unlink(xsprintf("%s/step.cu", dir));
+    unlink(xsprintf("%s/nvcc.log", dir));
+    unlink(bin);
+    rmdir(dir);
   }
 
   int64_t measured = -1;
@@ -202,7 +210,14 @@ int cuda_run(Graph *g, const RunOpts *o) {
     CpuStats st = {.losses = cpu_loss, .perturb_value = -1, .probe_value = -1};
     RunOpts q = *o;
     q.quiet = true, q.json = false, q.out_path = NULL, q.arena = false;
+    /* the reference's report would mix into ours: silence its stdout */
+    fflush(stdout);
+    int saved = dup(1), null = open("/dev/null", O_WRONLY);
+    if (saved >= 0 && null >= 0) dup2(null, 1);
     cpu_run_stats(g, &q, &st);
+    fflush(stdout);
+    if (saved >= 0) dup2(saved, 1), close(saved);
+    if (null >= 0) close(null);
     for (int s = 0; s < steps; s++) {
       double ref = cpu_loss[s], got = r.loss[s];
       if (isnan(ref) && isnan(got)) continue;

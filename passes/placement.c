@@ -26,18 +26,18 @@
  * the answer; if it exceeds the budget the DP runs again with the budget
  * lowered by the excess (at most a few times).
  *
- * Worked example (a chain of three stages with the same shape, no gradient
- * effects; numbers are bytes): U's peak 300 is read at the seed, where all
- * of keep = {40, 40, 40} is live on top of 180; the backward of stage 2
- * reads 290 and recomputing a stage costs its FLOPs {10, 10, 10}.
- * Budget 270: D must be >= 30 at the seed. Options: segment {0} saves
- * 40 - 40 (its output is saved by stage 1) = 0; segment {0,1} saves
- * 40 + 40 - 40 = 40 for cost 20, and its recompute, run with stage 2's
- * backward done, fits; {1,2} would need stage 2's output (the loss) kept:
- * stages holding the loss or an `output` are never segmented. Best: {0,1}
- * at 20 FLOPs, model peak 290 - 0 (stage 2's backward, after no segment)
- * vs 300 - 40 at the seed: 290 > 270, so no: the DP reports the smallest
- * budget reachable, 290, dominated by stage 2's backward.
+ * Worked example (a chain of four one-op stages; bytes; every stage's
+ * backward reads 100 in U less what the segments save; the seed 200):
+ *   stage        0     1     2     3 (holds the loss: never segmented)
+ *   keep        40    40    40     -
+ *   crossing x  10    10    10        (all kept in U: the next op saves it)
+ *   FLOPs        5     5     5
+ * Budget 170 means D >= 30 at the seed. Segment {0}: saves 40 - 10 = 30
+ * (its output stays, the next stage saves it) for 5 FLOPs; its
+ * recomputation runs after stages 3..1's backward with 100 - 0 live, plus
+ * what it rebuilds: fits. The DP's fronts at boundary 1 are {(D 0, 0 FLOPs)}
+ * (no segment) and {(D 30, 5)} (segment {0}); only the second survives the
+ * seed, so the answer is {0} at 5 FLOPs; {0,1} would save 70 for 10.
  *
  * Requires: pass_precision and a built step (pass_autodiff, pass_liveness)
  * on `g`. Maintains: the forward graph apart from segments. Sets:
@@ -75,6 +75,7 @@ typedef struct {
 typedef struct {
   Ent *a;
   int n, cap;
+  int pruned;      /* size after the last pruning */
 } Front;
 
 typedef struct {
@@ -102,6 +103,7 @@ typedef struct {
   bool *reached;       /* some node of it has a backward step */
   int64_t *flops;      /* forward FLOPs of the stage */
   bool exact;          /* every op boundary is a chain boundary */
+  int64_t *scratch;    /* one int64 per node, for recompute_need */
 } Model;
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -144,6 +146,7 @@ static void build_model(Model *m, const bool *cut_ok) {
   int nn = g->nnodes;
   m->fb_of_buf = xalloc(sizeof(int) * (size_t)(g->nbufs ? g->nbufs : 1));
   m->fwd_at = xalloc(sizeof(int) * (size_t)(nn ? nn : 1));
+  m->scratch = xalloc(sizeof(int64_t) * (size_t)(nn ? nn : 1));
   m->bwd_at = xalloc(sizeof(int) * (size_t)(nn ? nn : 1));
   m->live = xalloc(sizeof(int64_t) * (size_t)(g->nins ? g->nins : 1));
   m->alloc_b = xalloc(sizeof(int64_t) * (size_t)(g->nins ? g->nins : 1));
@@ -334,31 +337,35 @@ static int64_t recompute_need(const Model *m, int i, int t, int64_t ein) {
       int r = m->fb[xin].rd[k];
       if (r >= lo && r <= hi && r > xin_last) xin_last = r;
     }
+  /* when each copy dies: after its last reader in the recomputation,
+   * unless a backward step of the segment reads it (then it outlives it) */
+  int64_t *dies = m->scratch;
+  memset(dies, 0, sizeof(int64_t) * (size_t)(hi - lo + 1));
+  for (int p = lo; p <= hi; p++) {
+    if (is_view_node(g, p)) continue;
+    for (int o = 0; o < g->nodes[p].nout; o++) {
+      int f = m->fb_of_buf[g->val_buf[g->nodes[p].out[o]]];
+      if (f < 0) continue;
+      const FBuf *x = &m->fb[f];
+      bool bwd = false;
+      int last = p;
+      for (int k = 0; k < x->nfwd; k++)
+        if (x->rd[k] <= hi && x->rd[k] > last) last = x->rd[k];
+      for (int k = x->nfwd; k < x->nfwd + x->nbwd; k++)
+        if (x->rd[k] >= lo && x->rd[k] <= hi) bwd = true;
+      if (!bwd) dies[last - lo] += x->bytes;
+    }
+  }
   for (int n = lo; n <= hi; n++) {
-    if (is_view_node(g, n)) continue;
-    const Node *nd = &g->nodes[n];
-    for (int o = 0; o < nd->nout; o++) {
-      int f = m->fb_of_buf[g->val_buf[nd->out[o]]];
-      if (f >= 0) live += m->fb[f].bytes;
-    }
-    peak = max64(peak, live);
-    /* copies whose last reader in the recomputation this is, and that no
-     * backward step of the segment reads */
-    for (int p = lo; p <= n; p++) {
-      if (is_view_node(g, p)) continue;
-      for (int o = 0; o < g->nodes[p].nout; o++) {
-        int f = m->fb_of_buf[g->val_buf[g->nodes[p].out[o]]];
-        if (f < 0) continue;
-        const FBuf *x = &m->fb[f];
-        bool bwd = false;
-        int last = p;
-        for (int k = 0; k < x->nfwd; k++)
-          if (x->rd[k] <= hi && x->rd[k] > last) last = x->rd[k];
-        for (int k = x->nfwd; k < x->nfwd + x->nbwd; k++)
-          if (x->rd[k] >= lo && x->rd[k] <= hi) bwd = true;
-        if (!bwd && last == n) live -= x->bytes;
+    if (!is_view_node(g, n)) {
+      const Node *nd = &g->nodes[n];
+      for (int o = 0; o < nd->nout; o++) {
+        int f = m->fb_of_buf[g->val_buf[nd->out[o]]];
+        if (f >= 0) live += m->fb[f].bytes;
       }
+      peak = max64(peak, live);
     }
+    live -= dies[n - lo];
     if (n == xin_last) live -= ein;
   }
   return peak;
@@ -366,7 +373,17 @@ static int64_t recompute_need(const Model *m, int i, int t, int64_t ein) {
 
 /* ---- the dynamic program ------------------------------------------------- */
 
-static void front_push(Front *f, Ent e) { *VEC_PUSH(f->a, f->n, f->cap) = e; }
+static void front_prune(Front *f);
+
+/* Adds a candidate; prunes as the list doubles, so it stays near the size
+ * of the Pareto front. */
+static void front_push(Front *f, Ent e) {
+  *VEC_PUSH(f->a, f->n, f->cap) = e;
+  if (f->n > 2 * f->pruned + 256) {
+    front_prune(f);
+    f->pruned = f->n;
+  }
+}
 
 static int ent_cmp(const void *pa, const void *pb) {
   const Ent *a = pa, *b = pb;
@@ -447,8 +464,11 @@ static bool dp(const Model *m, int64_t B, int *seg_end, int64_t *cost,
         /* a segment no backward step reaches is never recomputed: it is
          * the same as no segment */
         if (!any_reached) continue;
-        int64_t need = max64(need_fb, recompute_need(m, i, t, ein));
-        if (need - dmax > B) continue;
+        int64_t need_rec = recompute_need(m, i, t, ein);
+        /* prune: on a chain the recomputation of a longer segment holds
+         * at least what a shorter one does (each stage adds what it saves) */
+        if (need_rec - dmax > B) break;
+        int64_t need = max64(need_fb, need_rec);
         int64_t save = keep - (m->xbuf[t] >= 0 && m->x_kept[t] ? m->x[t] : 0)
                        - ein;
         for (int e = 0; e < f->n; e++) {

@@ -60,11 +60,13 @@ static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
   KERNEL_CHECK();
 }
 
-/* y[M,N] += b[N], broadcast over rows; or per channel of NCHW (inner = HW). */
-__global__ void k_bias_add(View y, View b, int64_t N, int64_t inner) {
+/* y[M,N] = b[N], broadcast over rows; or per channel of NCHW (inner = HW).
+ * The product is then accumulated onto it (beta = 1), so x W^T + b is
+ * rounded to y's dtype once (docs/ops.md). */
+__global__ void k_bias_fill(View y, View b, int64_t N, int64_t inner) {
   GRID_LOOP(i, y.n) {
     int64_t c = (i / inner) % N;
-    stf(y, i, ldf(b, c), 1);
+    stf(y, i, ldf(b, c), 0);
   }
 }
 
@@ -85,12 +87,12 @@ __global__ void k_chan_sum(View db, int accum, View dy, int64_t outer,
 void mdlrt_linear_fwd(mdlrt_ref yr, mdlrt_ref xr, mdlrt_ref wr, mdlrt_ref br,
                       int64_t M, int64_t K, int64_t N) {
   View y = mdlrt_view(yr), x = mdlrt_view(xr), w = mdlrt_view(wr);
-  gemm(0, 1, M, N, K, x, w, y, 0.0f, 1, 0, 0, 0);
   if (br.base) {
-    View b = mdlrt_view(br);
-    k_bias_add<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(y, b, N, 1);
+    k_bias_fill<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+        y, mdlrt_view(br), N, 1);
     KERNEL_CHECK();
   }
+  gemm(0, 1, M, N, K, x, w, y, br.base ? 1.0f : 0.0f, 1, 0, 0, 0);
 }
 
 void mdlrt_linear_bwd(mdlrt_ref dxr, int ax, mdlrt_ref dwr, int aw,
@@ -151,6 +153,7 @@ struct mdlrt_conv {
   cudnnConvolutionBwdDataAlgo_t bwd_data;
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   size_t ws_fwd, ws_data, ws_filter; /* scratch of each, fits the workspace */
+  cudnnMathType_t math_fwd, math_data, math_filter; /* each one's math */
   int64_t K, P, Q, N;
 };
 
@@ -189,41 +192,63 @@ mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
   CUDNN_CHECK(cudnnSetConvolutionMathType(
       c->conv, dt == MDLRT_F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
 
-  /* The heuristics' order is fastest first; take the first that fits. */
+  /* Each direction's algorithm: cuDNN runs the candidates on scratch
+   * copies of the operands (cudaMalloc, outside the measured pool, freed at
+   * once) and lists those that worked, fastest first; we take the fastest
+   * whose workspace fits the one workspace. */
+  int es = mdlrt_dt_size(dt);
+  size_t nx = (size_t)(N * C * H * W) * es, ny = (size_t)(N * K * P * Q) * es;
+  size_t nw = (size_t)(K * (C / groups) * R * R) * es;
+  void *tx, *ty, *tw;
+  CUDA_CHECK(cudaMalloc(&tx, nx));
+  CUDA_CHECK(cudaMalloc(&ty, ny));
+  CUDA_CHECK(cudaMalloc(&tw, nw));
+  CUDA_CHECK(cudaMemsetAsync(tx, 0, nx, mdlrt_rt.stream));
+  CUDA_CHECK(cudaMemsetAsync(ty, 0, ny, mdlrt_rt.stream));
+  CUDA_CHECK(cudaMemsetAsync(tw, 0, nw, mdlrt_rt.stream));
   size_t ws = (size_t)mdlrt_rt.ws_bytes;
-  int got = 0;
+  int got = 0, found = 0;
   cudnnConvolutionFwdAlgoPerf_t pf[16];
-  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
-      mdlrt_rt.dnn, c->x, c->w, c->conv, c->y, 16, &got, pf));
-  int found = 0;
+  CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+      mdlrt_rt.dnn, c->x, tx, c->w, tw, c->conv, c->y, ty, 16, &got, pf,
+      mdlrt_rt.ws, ws));
   for (int i = 0; i < got && !found; i++)
     if (pf[i].status == CUDNN_STATUS_SUCCESS && pf[i].memory <= ws)
-      c->fwd = pf[i].algo, c->ws_fwd = pf[i].memory, found = 1;
+      c->fwd = pf[i].algo, c->ws_fwd = pf[i].memory,
+      c->math_fwd = pf[i].mathType, found = 1;
   if (!found)
     mdlrt_fail("cuDNN", "no forward algorithm fits the workspace",
-               "cudnnGetConvolutionForwardAlgorithm_v7", __FILE__, __LINE__);
+               "cudnnFindConvolutionForwardAlgorithmEx", __FILE__, __LINE__);
   cudnnConvolutionBwdDataAlgoPerf_t pd[16];
-  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-      mdlrt_rt.dnn, c->w, c->y, c->conv, c->x, 16, &got, pd));
+  CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+      mdlrt_rt.dnn, c->w, tw, c->y, ty, c->conv, c->x, tx, 16, &got, pd,
+      mdlrt_rt.ws, ws));
   found = 0;
   for (int i = 0; i < got && !found; i++)
     if (pd[i].status == CUDNN_STATUS_SUCCESS && pd[i].memory <= ws)
-      c->bwd_data = pd[i].algo, c->ws_data = pd[i].memory, found = 1;
+      c->bwd_data = pd[i].algo, c->ws_data = pd[i].memory,
+      c->math_data = pd[i].mathType, found = 1;
   if (!found)
     mdlrt_fail("cuDNN", "no backward-data algorithm fits the workspace",
-               "cudnnGetConvolutionBackwardDataAlgorithm_v7", __FILE__,
+               "cudnnFindConvolutionBackwardDataAlgorithmEx", __FILE__,
                __LINE__);
   cudnnConvolutionBwdFilterAlgoPerf_t pw[16];
-  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-      mdlrt_rt.dnn, c->x, c->y, c->conv, c->w, 16, &got, pw));
+  CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+      mdlrt_rt.dnn, c->x, tx, c->y, ty, c->conv, c->w, tw, 16, &got, pw,
+      mdlrt_rt.ws, ws));
   found = 0;
   for (int i = 0; i < got && !found; i++)
     if (pw[i].status == CUDNN_STATUS_SUCCESS && pw[i].memory <= ws)
-      c->bwd_filter = pw[i].algo, c->ws_filter = pw[i].memory, found = 1;
+      c->bwd_filter = pw[i].algo, c->ws_filter = pw[i].memory,
+      c->math_filter = pw[i].mathType, found = 1;
   if (!found)
     mdlrt_fail("cuDNN", "no backward-filter algorithm fits the workspace",
-               "cudnnGetConvolutionBackwardFilterAlgorithm_v7", __FILE__,
+               "cudnnFindConvolutionBackwardFilterAlgorithmEx", __FILE__,
                __LINE__);
+  mdlrt_sync();
+  CUDA_CHECK(cudaFree(tx));
+  CUDA_CHECK(cudaFree(ty));
+  CUDA_CHECK(cudaFree(tw));
   return c;
 }
 
@@ -231,15 +256,17 @@ void mdlrt_conv_fwd(mdlrt_conv *c, mdlrt_ref yr, mdlrt_ref xr, mdlrt_ref wr,
                     mdlrt_ref br) {
   View y = mdlrt_view(yr), x = mdlrt_view(xr), w = mdlrt_view(wr);
   float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnConvolutionForward(mdlrt_rt.dnn, &one, c->x, x.p, c->w,
-                                      w.p, c->conv, c->fwd, mdlrt_rt.ws,
-                                      c->ws_fwd, &zero, c->y, y.p));
-  KERNEL_CHECK();
   if (br.base) {
-    k_bias_add<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+    k_bias_fill<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
         y, mdlrt_view(br), c->K, c->P * c->Q);
     KERNEL_CHECK();
   }
+  CUDNN_CHECK(cudnnSetConvolutionMathType(c->conv, c->math_fwd));
+  CUDNN_CHECK(cudnnConvolutionForward(mdlrt_rt.dnn, &one, c->x, x.p, c->w,
+                                      w.p, c->conv, c->fwd, mdlrt_rt.ws,
+                                      c->ws_fwd, br.base ? &one : &zero, c->y,
+                                      y.p));
+  KERNEL_CHECK();
 }
 
 void mdlrt_conv_bwd(mdlrt_conv *c, mdlrt_ref dxr, int ax, mdlrt_ref dwr,
@@ -248,12 +275,14 @@ void mdlrt_conv_bwd(mdlrt_conv *c, mdlrt_ref dxr, int ax, mdlrt_ref dwr,
   View dy = mdlrt_view(dyr), x = mdlrt_view(xr), w = mdlrt_view(wr);
   float one = 1.0f, zero = 0.0f;
   if (dxr.base) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(c->conv, c->math_data));
     CUDNN_CHECK(cudnnConvolutionBackwardData(
         mdlrt_rt.dnn, &one, c->w, w.p, c->y, dy.p, c->conv, c->bwd_data,
         mdlrt_rt.ws, c->ws_data, ax ? &one : &zero, c->x, mdlrt_view(dxr).p));
     KERNEL_CHECK();
   }
   if (dwr.base) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(c->conv, c->math_filter));
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(
         mdlrt_rt.dnn, &one, c->x, x.p, c->y, dy.p, c->conv, c->bwd_filter,
         mdlrt_rt.ws, c->ws_filter, aw ? &one : &zero, c->w,

@@ -83,6 +83,15 @@ def conv():
         check("conv2d", n, t[n], ref)
 
 
+def conv_bf16():
+    t = load(DIR + "/conv2d_bf16.bin")
+    x, w, b = req(t["x"], t["w"], t["b"])
+    y = F.conv2d(x, w, b, stride=1, padding=1)
+    y.backward(t["dy"])
+    for n, ref in (("y", y), ("dx", x.grad), ("dw", w.grad), ("db", b.grad)):
+        check("conv2d_bf16", n, t[n], ref, 3e-2, 2e-2)
+
+
 def pool():
     t = load(DIR + "/pool.bin")
     (x,) = req(t["x"])
@@ -228,7 +237,7 @@ DIR = sys.argv[1]
 for fn in (lambda: linear("linear", (1e-5, 1e-4)),
            lambda: linear("linear_bf16", (2e-2, 2e-2)),
            lambda: matmul("matmul_nn", 0, 0), lambda: matmul("matmul_nt", 0, 1),
-           lambda: matmul("matmul_tn_bcast", 1, 0), conv, pool, norms,
+           lambda: matmul("matmul_tn_bcast", 1, 0), conv, conv_bf16, pool, norms,
            elementwise, rowops, optim):
     try:
         fn()

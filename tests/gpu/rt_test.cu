@@ -133,6 +133,23 @@ static void t_matmul(const char *name, int ta, int tb, int bcast) {
   end();
 }
 
+/* conv2d in bf16 with 3 input channels (not a multiple of 8), as a
+ * ResNet's stem: the algorithm search must find one that runs. */
+static void t_conv_bf16(void) {
+  begin("conv2d_bf16");
+  int B = MDLRT_BF16;
+  Tensor x = rnd(B, {2, 3, 9, 9}, 0), w = rnd(B, {8, 3, 3, 3}, 0);
+  Tensor b = rnd(B, {8}, 0), dy = rnd(B, {2, 8, 9, 9}, 0);
+  Tensor y = mk(B, {2, 8, 9, 9}), dx = mk(B, {2, 3, 9, 9});
+  Tensor dw = mk(B, {8, 3, 3, 3}), db = mk(B, {8});
+  mdlrt_conv *c = mdlrt_conv_plan(B, 2, 3, 9, 9, 8, 3, 1, 1, 1, 1, 9, 9);
+  mdlrt_conv_fwd(c, R(&y), R(&x), R(&w), R(&b));
+  mdlrt_conv_bwd(c, R(&dx), 0, R(&dw), 0, R(&db), 0, R(&dy), R(&x), R(&w));
+  dump("x", &x), dump("w", &w), dump("b", &b), dump("dy", &dy);
+  dump("y", &y), dump("dx", &dx), dump("dw", &dw), dump("db", &db);
+  end();
+}
+
 static void t_conv(void) {
   begin("conv2d");
   Tensor x = rnd(F, {2, 4, 7, 7}, 0), w = rnd(F, {6, 2, 3, 3}, 0);
@@ -365,6 +382,7 @@ int main(int argc, char **argv) {
   t_matmul("matmul_nt", 0, 1, 0);
   t_matmul("matmul_tn_bcast", 1, 0, 1);
   t_conv();
+  t_conv_bf16();
   t_pool();
   t_norms();
   t_elementwise();
