@@ -432,6 +432,18 @@ void graph_verify(const Graph *g);
 int64_t op_flops(const Graph *g, int n);
 
 /* ======================================================================
+ * ir/init.c: how a run initialises parameters and fills inputs
+ * ====================================================================== */
+
+typedef enum { INIT_NORMAL, INIT_KAIMING, INIT_ONE, INIT_ZERO } InitKind;
+
+/* For every value v: kind[v] and fan[v] (fan-in, for INIT_KAIMING) of its
+ * initialisation, and limit[v], the exclusive bound of an integer input's
+ * draws. Arrays of g->nvals entries, filled. */
+void graph_init_plan(const Graph *g, InitKind *kind, int64_t *fan,
+                     int64_t *limit);
+
+/* ======================================================================
  * frontend/: .mdl to forward Graph
  * ====================================================================== */
 

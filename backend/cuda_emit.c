@@ -165,60 +165,6 @@ static int64_t last_dim(const Shape *s) {
 
 /* ---- parameter initialisation (docs/ops.md, as cpu_exec.c does) --------- */
 
-typedef enum { INIT_NORMAL, INIT_KAIMING, INIT_ONE, INIT_ZERO } InitKind;
-
-/* The value a node input really reads: through casts and views. */
-static int source_of(const Graph *g, int v) {
-  for (;;) {
-    const Value *x = &g->vals[v];
-    if (x->view_of >= 0)
-      v = x->view_of;
-    else if (x->kind == VK_ACT && x->node >= 0 &&
-             (g->nodes[x->node].op == OP_CAST ||
-              g->nodes[x->node].op == OP_RESHAPE))
-      v = g->nodes[x->node].in[0];
-    else
-      return v;
-  }
-}
-
-static void classify(const Graph *g, InitKind *kind, int64_t *fan,
-                     int64_t *limit) {
-  for (int v = 0; v < g->nvals; v++) kind[v] = INIT_NORMAL, fan[v] = 1,
-                                     limit[v] = 2;
-  for (int i = 0; i < g->nnodes; i++) {
-    const Node *n = &g->nodes[i];
-    for (int k = 0; k < n->nin; k++) {
-      int s = source_of(g, n->in[k]);
-      switch (n->op) {
-      case OP_LINEAR:
-      case OP_CONV2D:
-        if (k >= 1) {
-          const Shape *w = &g->vals[source_of(g, n->in[1])].shape;
-          kind[s] = INIT_KAIMING;
-          fan[s] = 1;
-          for (int d = 1; d < w->rank; d++) fan[s] *= w->dim[d];
-        }
-        break;
-      case OP_BATCHNORM:
-      case OP_LAYERNORM:
-      case OP_INSTANCENORM:
-      case OP_GROUPNORM:
-        if (k == 1 || k == 4) kind[s] = INIT_ONE;
-        if (k == 2 || k == 3) kind[s] = INIT_ZERO;
-        break;
-      case OP_EMBEDDING:
-        if (k == 0) limit[s] = g->vals[n->in[1]].shape.dim[0];
-        break;
-      case OP_CROSS_ENTROPY:
-        if (k == 1) limit[s] = last_dim(&g->vals[n->in[0]].shape);
-        break;
-      default:
-        break;
-      }
-    }
-  }
-}
 
 /* ---- one instruction ------------------------------------------------------ */
 
@@ -592,7 +538,7 @@ static void emit_setup(Emit *E) {
   InitKind *kind = xalloc(sizeof(InitKind) * (size_t)(g->nvals + 1));
   int64_t *fan = xalloc(sizeof(int64_t) * (size_t)(g->nvals + 1));
   int64_t *limit = xalloc(sizeof(int64_t) * (size_t)(g->nvals + 1));
-  classify(g, kind, fan, limit);
+  graph_init_plan(g, kind, fan, limit);
 
   P("/* Persistent buffers, allocated once and initialised (docs/ops.md):\n"
     " * parameters, optimizer state, master weights, inputs, workspace. */\n"
