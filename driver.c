@@ -101,6 +101,12 @@ static int word_arg(const char *opt, const char *s, const char *const *words,
 }
 
 static void set_action(Options *o, Action a, const char *opt) {
+  /* --emit-mdl prints what --budget placed: the two go together */
+  if (o->action_set && o->action == ACT_EMIT_MDL && a == ACT_BUDGET) return;
+  if (o->action_set && o->action == ACT_BUDGET && a == ACT_EMIT_MDL) {
+    o->action = a;
+    return;
+  }
   if (o->action_set && o->action != a)
     die_usage("%s: only one action at a time", opt);
   o->action = a;
