@@ -42,7 +42,85 @@ void mdlrt_after_launch(const char *file, int line) {
   }
 }
 
-void mdlrt_op(const char *what) { mdlrt_rt.op = what; }
+/* ---- MDLRT_PROF=1: time per kind of op ------------------------------
+ * mdlrt_op records an event before each op; at the end of a timed step the
+ * gaps between consecutive events are added to the op's kind (its name up
+ * to the first quote: "backward of layernorm"). Steps after the first are
+ * summed and printed to stderr at shutdown. Events cost a few microseconds
+ * of host time each, so only for profiling. */
+enum { PROF_EVENTS = 16384, PROF_KINDS = 256 };
+static struct {
+  cudaEvent_t ev[PROF_EVENTS];
+  const char *name[PROF_EVENTS];
+  int n;                     /* events recorded in this step */
+  int steps;                 /* steps summed (the first is skipped) */
+  int seen;                  /* steps seen */
+  char kind[PROF_KINDS][64];
+  double ms[PROF_KINDS];
+  long calls[PROF_KINDS];
+  int nkinds;
+} prof;
+
+static void prof_record(const char *what) {
+  if (prof.n >= PROF_EVENTS) return;
+  if (!prof.ev[prof.n]) CUDA_CHECK(cudaEventCreate(&prof.ev[prof.n]));
+  CUDA_CHECK(cudaEventRecord(prof.ev[prof.n], mdlrt_rt.stream));
+  prof.name[prof.n++] = what;
+}
+
+static void prof_add(const char *what, double ms) {
+  char k[64];
+  const char *s = strstr(what, "] ");
+  s = s ? s + 2 : what;
+  int i = 0;
+  while (s[i] && s[i] != '\'' && i < 63) k[i] = s[i], i++;
+  while (i > 0 && k[i - 1] == ' ') i--;
+  k[i] = 0;
+  for (i = 0; i < prof.nkinds; i++)
+    if (!strcmp(prof.kind[i], k)) break;
+  if (i == prof.nkinds) {
+    if (i == PROF_KINDS) return;
+    strcpy(prof.kind[prof.nkinds++], k);
+  }
+  prof.ms[i] += ms;
+  prof.calls[i]++;
+}
+
+static void prof_step_end(void) {
+  if (prof.seen++ > 0) {
+    prof.steps++;
+    for (int i = 0; i + 1 < prof.n; i++) {
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, prof.ev[i], prof.ev[i + 1]));
+      prof_add(prof.name[i], ms);
+    }
+  }
+  prof.n = 0;
+}
+
+static void prof_print(void) {
+  if (!prof.steps) return;
+  double total = 0;
+  for (int i = 0; i < prof.nkinds; i++) total += prof.ms[i];
+  fprintf(stderr, "mdlrt profile: ms per step (mean of %d), by kind of op\n",
+          prof.steps);
+  for (;;) { /* largest first, selection by repeated scans */
+    int best = -1;
+    for (int i = 0; i < prof.nkinds; i++)
+      if (prof.calls[i] >= 0 && (best < 0 || prof.ms[i] > prof.ms[best]))
+        best = i;
+    if (best < 0) break;
+    fprintf(stderr, "  %9.3f ms %5.1f%% %6ld x  %s\n", prof.ms[best] / prof.steps,
+            100.0 * prof.ms[best] / total, prof.calls[best] / prof.steps,
+            prof.kind[best]);
+    prof.calls[best] = -1;
+  }
+}
+
+void mdlrt_op(const char *what) {
+  mdlrt_rt.op = what;
+  if (mdlrt_rt.prof) prof_record(what);
+}
 
 void mdlrt_sync(void) { CUDA_CHECK(cudaStreamSynchronize(mdlrt_rt.stream)); }
 
@@ -101,6 +179,8 @@ void mdlrt_init(const mdlrt_config *cfg) {
   mdlrt_rt.arena = cfg->arena;
   const char *s = getenv("MDLRT_SYNC");
   mdlrt_rt.sync = s && *s == '1';
+  s = getenv("MDLRT_PROF");
+  mdlrt_rt.prof = s && *s == '1';
   CUDA_CHECK(cudaSetDevice(0));
   CUDA_CHECK(cudaFree(0)); /* the context, now */
   CUDA_CHECK(cudaStreamCreateWithFlags(&mdlrt_rt.stream,
@@ -125,6 +205,7 @@ void mdlrt_init(const mdlrt_config *cfg) {
 
 void mdlrt_shutdown(void) {
   mdlrt_sync();
+  prof_print();
   cudnnDestroy(mdlrt_rt.dnn);
   cublasDestroy(mdlrt_rt.blas);
   cudaMemPoolDestroy(mdlrt_rt.pool);
@@ -215,9 +296,11 @@ void mdlrt_timer_start(void) {
 
 double mdlrt_timer_stop(void) {
   float ms = 0;
+  if (mdlrt_rt.prof) prof_record("] (end of step)");
   CUDA_CHECK(cudaEventRecord(ev_stop, mdlrt_rt.stream));
   CUDA_CHECK(cudaEventSynchronize(ev_stop));
   CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start, ev_stop));
+  if (mdlrt_rt.prof) prof_step_end();
   return ms;
 }
 
@@ -344,15 +427,79 @@ void mdlrt_init_input(mdlrt_ref x, uint64_t value, int64_t classes,
 
 /* ---- elementwise -------------------------------------------------------- */
 
+/* The contiguous fast path of the maps below: thread per 8 elements
+ * (ld8/st8), the tail (n % 8) by block 0. Launched with vec_grid(n). */
+#define VEC_LOOP(i, n)                                                       \
+  for (int64_t i = 8 * (blockIdx.x * (int64_t)blockDim.x + threadIdx.x);     \
+       i + 8 <= (n); i += 8 * (int64_t)gridDim.x * blockDim.x)
+#define TAIL_LOOP(i, n)                                                      \
+  if (blockIdx.x == 0)                                                       \
+    for (int64_t i = ((n) & ~(int64_t)7) + threadIdx.x; i < (n);             \
+         i += blockDim.x)
+static inline unsigned vec_grid(int64_t n) { return grid_for((n + 7) / 8); }
+
 /* y = x through any strides and dtypes (casts, transpose, concat's parts). */
 __global__ void k_copy(View y, View x, int accum) {
   GRID_LOOP(i, y.n) stf(y, vofs(y, i), ldf(x, vofs(x, i)), accum);
 }
 
+__global__ void k_copy_vec(View y, View x, int accum) {
+  float f[8];
+  VEC_LOOP(i, y.n) {
+    ld8(x, i, f);
+    st8(y, i, f, accum);
+  }
+  TAIL_LOOP(i, y.n) stf(y, i, ldf(x, i), accum);
+}
+
+/* Rows of L contiguous elements (L % 8 == 0) at any row strides, eight at
+ * a time: a transpose that keeps the last dim, a concat's part. yr, xr:
+ * the views of the rows (rank - 1 dims, not contiguous). */
+__global__ void k_copy_rows(View y, View x, View yr, View xr, int64_t L,
+                            int accum) {
+  int64_t per = L / 8, chunks = (y.n / L) * per;
+  float f[8];
+  GRID_LOOP(c, chunks) {
+    int64_t r = c / per, j = (c - r * per) * 8;
+    View xa = x, ya = y;
+    xa.p += (vofs(xr, r) + j) * mdlrt_dt_size_dev(x.dt);
+    ya.p += (vofs(yr, r) + j) * mdlrt_dt_size_dev(y.dt);
+    ld8(xa, 0, f);
+    st8(ya, 0, f, accum);
+  }
+}
+
+/* The view of v's rows (its dims but the last), never contiguous. */
+static View rows_of(const View &v) {
+  View r = v;
+  r.rank = v.rank - 1;
+  r.n = v.n / v.dim[v.rank - 1];
+  r.contig = 0;
+  return r;
+}
+
+/* Rows of at least 8 contiguous elements, every row starting 16-byte
+ * aligned. */
+static int rows_ok(const View &v, int64_t L) {
+  if (v.rank < 2 || v.st[v.rank - 1] != 1 || L % 8) return 0;
+  if (((uintptr_t)v.p & 15) != 0) return 0;
+  for (int d = 0; d < v.rank - 1; d++)
+    if (v.st[d] % 8) return 0;
+  return 1;
+}
+
 void mdlrt_copy(mdlrt_ref yr, mdlrt_ref xr, int accum) {
   View y = mdlrt_view(yr), x = mdlrt_view(xr);
   if (!y.n) return;
-  k_copy<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(y, x, accum);
+  int64_t L = y.rank ? y.dim[y.rank - 1] : 1;
+  if (y.contig && x.contig && vec_ok(y) && vec_ok(x)) {
+    k_copy_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(y, x, accum);
+  } else if (rows_ok(y, L) && rows_ok(x, L)) {
+    k_copy_rows<<<grid_for(y.n / 8), 256, 0, mdlrt_rt.stream>>>(
+        y, x, rows_of(y), rows_of(x), L, accum);
+  } else {
+    k_copy<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(y, x, accum);
+  }
   KERNEL_CHECK();
 }
 
@@ -401,10 +548,40 @@ __global__ void k_unary_bwd(int op, View dx, int accum, View dy, View s,
   }
 }
 
+__global__ void k_unary_fwd_vec(int op, View y, View x, float c) {
+  float f[8];
+  VEC_LOOP(i, y.n) {
+    ld8(x, i, f);
+    for (int k = 0; k < 8; k++) f[k] = unary_f(op, f[k], c);
+    st8(y, i, f, 0);
+  }
+  TAIL_LOOP(i, y.n) stf(y, i, unary_f(op, ldf(x, i), c), 0);
+}
+
+__global__ void k_unary_bwd_vec(int op, View dx, int accum, View dy, View s,
+                                float c) {
+  float g[8], sv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  VEC_LOOP(i, dx.n) {
+    ld8(dy, i, g);
+    if (s.p) ld8(s, i, sv);
+    for (int k = 0; k < 8; k++) g[k] = unary_df(op, g[k], sv[k], c);
+    st8(dx, i, g, accum);
+  }
+  TAIL_LOOP(i, dx.n) {
+    float t = s.p ? ldf(s, i) : 0.0f;
+    stf(dx, i, unary_df(op, ldf(dy, i), t, c), accum);
+  }
+}
+
 void mdlrt_unary_fwd(int op, mdlrt_ref yr, mdlrt_ref xr, double c) {
   View y = mdlrt_view(yr), x = mdlrt_view(xr);
   if (!y.n) return;
-  k_unary_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(op, y, x, (float)c);
+  if (vec_ok(y) && vec_ok(x) && y.contig && x.contig)
+    k_unary_fwd_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(op, y, x,
+                                                                (float)c);
+  else
+    k_unary_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(op, y, x,
+                                                            (float)c);
   KERNEL_CHECK();
 }
 
@@ -412,8 +589,13 @@ void mdlrt_unary_bwd(int op, mdlrt_ref dxr, int accum, mdlrt_ref dyr,
                      mdlrt_ref sr, double c) {
   View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), s = mdlrt_view(sr);
   if (!dx.n) return;
-  k_unary_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(op, dx, accum, dy,
-                                                           s, (float)c);
+  if (vec_ok(dx) && vec_ok(dy) && vec_ok(s) && dx.contig && dy.contig &&
+      (!s.p || s.contig))
+    k_unary_bwd_vec<<<vec_grid(dx.n), 256, 0, mdlrt_rt.stream>>>(
+        op, dx, accum, dy, s, (float)c);
+  else
+    k_unary_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(op, dx, accum,
+                                                             dy, s, (float)c);
   KERNEL_CHECK();
 }
 
@@ -426,11 +608,29 @@ __global__ void k_binary(int mul, View y, View a, View b) {
   }
 }
 
+__global__ void k_binary_vec(int mul, View y, View a, View b) {
+  float x[8], z[8];
+  VEC_LOOP(i, y.n) {
+    ld8(a, i, x);
+    ld8(b, i, z);
+    for (int k = 0; k < 8; k++) x[k] = mul ? x[k] * z[k] : x[k] + z[k];
+    st8(y, i, x, 0);
+  }
+  TAIL_LOOP(i, y.n) {
+    float u = ldf(a, i), v = ldf(b, i);
+    stf(y, i, mul ? u * v : u + v, 0);
+  }
+}
+
 static void binary(int mul, mdlrt_ref yr, mdlrt_ref ar, mdlrt_ref br) {
   View y = mdlrt_view(yr);
   View a = mdlrt_view_bcast(ar, yr.t), b = mdlrt_view_bcast(br, yr.t);
   if (!y.n) return;
-  k_binary<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(mul, y, a, b);
+  if (y.contig && a.contig && b.contig && vec_ok(y) && vec_ok(a) &&
+      vec_ok(b))
+    k_binary_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(mul, y, a, b);
+  else
+    k_binary<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(mul, y, a, b);
   KERNEL_CHECK();
 }
 
@@ -522,13 +722,56 @@ __global__ void k_dropout_bwd(View dx, int accum, View dy, View mask,
   }
 }
 
+__global__ void k_dropout_fwd_vec(View y, View mask, View x, float p,
+                                  float keep, uint64_t seed, uint64_t stream,
+                                  uint64_t step) {
+  float f[8], m[8];
+  VEC_LOOP(i, y.n) {
+    ld8(x, i, f);
+    for (int k = 0; k < 8; k++) {
+      m[k] = mdlrt_uniform(seed, stream, mdlrt_dropout_index(step, i + k)) >=
+                     p ? 1.0f : 0.0f;
+      f[k] = m[k] != 0.0f ? f[k] * keep : 0.0f;
+    }
+    st8(mask, i, m, 0);
+    st8(y, i, f, 0);
+  }
+  TAIL_LOOP(i, y.n) {
+    int mk = mdlrt_uniform(seed, stream, mdlrt_dropout_index(step, i)) >= p;
+    ((uint8_t *)mask.p)[i] = (uint8_t)mk;
+    stf(y, i, mk ? ldf(x, i) * keep : 0.0f, 0);
+  }
+}
+
+__global__ void k_dropout_bwd_vec(View dx, int accum, View dy, View mask,
+                                  float keep) {
+  float g[8], m[8];
+  VEC_LOOP(i, dx.n) {
+    ld8(dy, i, g);
+    ld8(mask, i, m);
+    for (int k = 0; k < 8; k++) g[k] = m[k] != 0.0f ? g[k] * keep : 0.0f;
+    st8(dx, i, g, accum);
+  }
+  TAIL_LOOP(i, dx.n) {
+    int mk = ((const uint8_t *)mask.p)[i];
+    stf(dx, i, mk ? ldf(dy, i) * keep : 0.0f, accum);
+  }
+}
+
 void mdlrt_dropout_fwd(mdlrt_ref yr, mdlrt_ref maskr, mdlrt_ref xr, double p,
                        uint64_t node, uint64_t step) {
   View y = mdlrt_view(yr), m = mdlrt_view(maskr), x = mdlrt_view(xr);
   if (!y.n) return;
-  k_dropout_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
-      y, m, x, (float)p, p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p)),
-      mdlrt_rt.seed, MDLRT_STREAM_DROP + node, step);
+  float keep = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
+  if (y.contig && m.contig && x.contig && vec_ok(y) && vec_ok(m) &&
+      vec_ok(x) && m.dt == MDLRT_U8)
+    k_dropout_fwd_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(
+        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node,
+        step);
+  else
+    k_dropout_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node,
+        step);
   KERNEL_CHECK();
 }
 
@@ -537,8 +780,13 @@ void mdlrt_dropout_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
   View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), m = mdlrt_view(maskr);
   if (!dx.n) return;
   float keep = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
-  k_dropout_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy, m,
-                                                             keep);
+  if (dx.contig && dy.contig && m.contig && vec_ok(dx) && vec_ok(dy) &&
+      vec_ok(m) && m.dt == MDLRT_U8)
+    k_dropout_bwd_vec<<<vec_grid(dx.n), 256, 0, mdlrt_rt.stream>>>(
+        dx, accum, dy, m, keep);
+  else
+    k_dropout_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy,
+                                                               m, keep);
   KERNEL_CHECK();
 }
 

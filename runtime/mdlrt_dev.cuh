@@ -59,6 +59,7 @@ typedef struct {
   uint64_t seed;             /* --seed */
   int arena;                 /* --alloc arena */
   int sync;                  /* MDLRT_SYNC=1 */
+  int prof;                  /* MDLRT_PROF=1: time per kind of op */
   const char *op;            /* the op running (for messages) */
 } Runtime;
 extern Runtime mdlrt_rt;
@@ -76,6 +77,10 @@ struct View {
 };
 
 int mdlrt_dt_size(int dt);
+__device__ __forceinline__ int mdlrt_dt_size_dev(int dt) {
+  return dt == MDLRT_I64 ? 8 : dt == MDLRT_U8 ? 1
+         : (dt == MDLRT_F16 || dt == MDLRT_BF16) ? 2 : 4;
+}
 /* The view of a tensor reference. */
 View mdlrt_view(mdlrt_ref r);
 /* `r` read as if it had `shape`'s shape, NumPy broadcasting (stride 0 on
@@ -167,6 +172,95 @@ __device__ __forceinline__ float block_max(float x) {
   for (int s = 16; s > 0; s >>= 1)
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, s));
   return x;
+}
+
+/* ---- eight contiguous elements at once ------------------------------
+ * For views whose elements i..i+7 are contiguous and whose base is 16-byte
+ * aligned (vec_ok on the host), i a multiple of 8: one 16-byte load per
+ * 16-bit view (two per f32, one 8-byte per u8). Conversions round as stf
+ * does (to nearest even), so the numerics are those of the scalar path. */
+__device__ __forceinline__ void ld8(const View &v, int64_t i, float *f) {
+  switch (v.dt) {
+  case MDLRT_F32: {
+    float4 a = *(const float4 *)(v.p + 4 * i);
+    float4 b = *(const float4 *)(v.p + 4 * i + 16);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
+    f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+    break;
+  }
+  case MDLRT_F16: {
+    uint4 u = *(const uint4 *)(v.p + 2 * i);
+    const __half2 *h = (const __half2 *)&u;
+    for (int k = 0; k < 4; k++) {
+      float2 t = __half22float2(h[k]);
+      f[2 * k] = t.x, f[2 * k + 1] = t.y;
+    }
+    break;
+  }
+  case MDLRT_BF16: {
+    uint4 u = *(const uint4 *)(v.p + 2 * i);
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+    for (int k = 0; k < 4; k++) {
+      float2 t = __bfloat1622float2(h[k]);
+      f[2 * k] = t.x, f[2 * k + 1] = t.y;
+    }
+    break;
+  }
+  case MDLRT_U8: {
+    uint2 u = *(const uint2 *)(v.p + i);
+    const uint8_t *b = (const uint8_t *)&u;
+    for (int k = 0; k < 8; k++) f[k] = (float)b[k];
+    break;
+  }
+  default:
+    for (int k = 0; k < 8; k++) f[k] = ldf(v, i + k);
+  }
+}
+
+__device__ __forceinline__ void st8(const View &v, int64_t i, float *f,
+                                    int accum) {
+  if (accum) {
+    float o[8];
+    ld8(v, i, o);
+    for (int k = 0; k < 8; k++) f[k] += o[k];
+  }
+  switch (v.dt) {
+  case MDLRT_F32:
+    *(float4 *)(v.p + 4 * i) = make_float4(f[0], f[1], f[2], f[3]);
+    *(float4 *)(v.p + 4 * i + 16) = make_float4(f[4], f[5], f[6], f[7]);
+    break;
+  case MDLRT_F16: {
+    uint4 u;
+    __half2 *h = (__half2 *)&u;
+    for (int k = 0; k < 4; k++) h[k] = __floats2half2_rn(f[2 * k], f[2 * k + 1]);
+    *(uint4 *)(v.p + 2 * i) = u;
+    break;
+  }
+  case MDLRT_BF16: {
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+    for (int k = 0; k < 4; k++)
+      h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+    *(uint4 *)(v.p + 2 * i) = u;
+    break;
+  }
+  case MDLRT_U8: {
+    uint2 u;
+    uint8_t *b = (uint8_t *)&u;
+    for (int k = 0; k < 8; k++) b[k] = (uint8_t)f[k];
+    *(uint2 *)(v.p + i) = u;
+    break;
+  }
+  default:
+    for (int k = 0; k < 8; k++) stf(v, i + k, f[k], 0);
+  }
+}
+
+/* Whether a view can be read and written eight elements at a time from
+ * element 0: contiguous (row-major), base 16-byte aligned. A view with no
+ * base (an absent operand) qualifies. */
+static inline int vec_ok(const View &v) {
+  return !v.p || (v.contig && ((uintptr_t)v.p & 15) == 0);
 }
 
 /* Grid for a grid-stride loop over n elements. */

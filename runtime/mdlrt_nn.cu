@@ -84,6 +84,180 @@ __global__ void k_chan_sum(View db, int accum, View dy, int64_t outer,
   if (threadIdx.x == 0) stf(db, c, s, accum);
 }
 
+/* ---- per-channel reductions over x[outer, C, inner] --------------------
+ * Bias gradients, batchnorm's statistics and the norms' weight gradients
+ * all sum, for each channel c, a function of the elements (o, c, h) at
+ * (o C + c) inner + h (contiguous). The work is split over channels and
+ * over chunks of `outer`, so that every SM has blocks: with inner > 1 a
+ * block takes one channel and one chunk, its threads walking the chunk's
+ * rows of `inner` contiguous elements; with inner == 1 (a [rows, C]
+ * matrix) a block takes 32 adjacent channels (a warp reads 32 adjacent
+ * elements) and one chunk of rows. Each block's partial sums go to the
+ * workspace (memory.md: the only scratch), and a second kernel adds a
+ * channel's partials in chunk order (deterministic) and applies the
+ * epilogue; with one chunk the first kernel applies it directly. */
+enum { CR_SUM, CR_SQDEV, CR_DYXHAT };            /* what is summed */
+enum { EP_STORE, EP_BN_MEAN, EP_BN_VAR, EP_WGRAD }; /* what totals become */
+
+struct CRed {
+  int what;             /* CR_SUM: s0 = sum a. CR_SQDEV: s0 = sum (a -
+                           mean[c])^2. CR_DYXHAT: s0 = sum a (dy), s1 =
+                           sum a (b - mean[si]) rstd[si] (b: x) */
+  int ep;               /* EP_... */
+  View a, b;            /* the summed tensors */
+  View mean, rstd;      /* statistics (f32) */
+  int64_t outer, C, inner;
+  int64_t G, cpg;       /* CR_DYXHAT: statistic si = o G + c / cpg, or c
+                           if G == 0 (batchnorm) */
+  View out0, out1;      /* EP_STORE: out0 (+)= s0. EP_BN_MEAN: out0 =
+                           mean. EP_BN_VAR: out0 = invstd. EP_WGRAD: out0
+                           (dw) (+)= s1, out1 (db) (+)= s0 */
+  int acc0, acc1;       /* accumulate into out0, out1 */
+  View rm, rv;          /* EP_BN_VAR: running statistics, updated */
+  float eps;            /* EP_BN_VAR */
+  float *tot;           /* EP_WGRAD: s0, s1 of channel c also at tot[2c] */
+};
+
+__device__ __forceinline__ void cred_elem(const CRed &r, int64_t o,
+                                          int64_t c, int64_t off, float &s0,
+                                          float &s1) {
+  switch (r.what) {
+  case CR_SUM: s0 += ldf(r.a, off); break;
+  case CR_SQDEV: {
+    float d = ldf(r.a, off) - ldf(r.mean, c);
+    s0 += d * d;
+    break;
+  }
+  default: {
+    int64_t si = r.G ? o * r.G + c / r.cpg : c;
+    float d = ldf(r.a, off);
+    s0 += d;
+    s1 += d * (ldf(r.b, off) - ldf(r.mean, si)) * ldf(r.rstd, si);
+  }
+  }
+}
+
+__device__ void cred_epilogue(const CRed &r, int64_t c, float s0, float s1) {
+  int64_t n = r.outer * r.inner;
+  switch (r.ep) {
+  case EP_STORE: stf(r.out0, c, s0, r.acc0); break;
+  case EP_BN_MEAN: stf(r.out0, c, s0 / (float)n, 0); break;
+  case EP_BN_VAR: {
+    float unb = n > 1 ? s0 / (float)(n - 1) : s0;
+    stf(r.out0, c, rsqrtf(s0 / (float)n + r.eps), 0);
+    stf(r.rm, c, 0.9f * ldf(r.rm, c) + 0.1f * ldf(r.mean, c), 0);
+    stf(r.rv, c, 0.9f * ldf(r.rv, c) + 0.1f * unb, 0);
+    break;
+  }
+  default:
+    if (r.out0.p) stf(r.out0, c, s1, r.acc0);
+    if (r.out1.p) stf(r.out1, c, s0, r.acc1);
+    if (r.tot) r.tot[2 * c] = s0, r.tot[2 * c + 1] = s1;
+  }
+}
+
+/* inner > 1: block (c, chunk); threads walk the chunk's rows. */
+__global__ void k_cred_rows(CRed r, int64_t ochunk, float *part) {
+  int64_t c = blockIdx.x, o0 = blockIdx.y * ochunk;
+  int64_t o1 = o0 + ochunk < r.outer ? o0 + ochunk : r.outer;
+  float s0 = 0.0f, s1 = 0.0f;
+  int64_t o = o0, h = threadIdx.x;
+  while (h >= r.inner) h -= r.inner, o++;
+  while (o < o1) {
+    cred_elem(r, o, c, (o * r.C + c) * r.inner + h, s0, s1);
+    h += blockDim.x;
+    while (h >= r.inner) h -= r.inner, o++;
+  }
+  s0 = block_sum(s0);
+  s1 = block_sum(s1);
+  if (threadIdx.x == 0) {
+    if (gridDim.y == 1) {
+      cred_epilogue(r, c, s0, s1);
+    } else {
+      part[(blockIdx.y * r.C + c) * 2] = s0;
+      part[(blockIdx.y * r.C + c) * 2 + 1] = s1;
+    }
+  }
+}
+
+/* inner == 1: block (32 channels, chunk), 32 x 8 threads. */
+__global__ void k_cred_cols(CRed r, int64_t ochunk, float *part) {
+  __shared__ float sh[2][8][33];
+  int64_t c = blockIdx.x * 32 + threadIdx.x, o0 = blockIdx.y * ochunk;
+  int64_t o1 = o0 + ochunk < r.outer ? o0 + ochunk : r.outer;
+  float s0 = 0.0f, s1 = 0.0f;
+  if (c < r.C)
+    for (int64_t o = o0 + threadIdx.y; o < o1; o += 8)
+      cred_elem(r, o, c, o * r.C + c, s0, s1);
+  sh[0][threadIdx.y][threadIdx.x] = s0;
+  sh[1][threadIdx.y][threadIdx.x] = s1;
+  __syncthreads();
+  if (threadIdx.y || c >= r.C) return;
+  for (int k = 1; k < 8; k++)
+    s0 += sh[0][k][threadIdx.x], s1 += sh[1][k][threadIdx.x];
+  if (gridDim.y == 1) {
+    cred_epilogue(r, c, s0, s1);
+  } else {
+    part[(blockIdx.y * r.C + c) * 2] = s0;
+    part[(blockIdx.y * r.C + c) * 2 + 1] = s1;
+  }
+}
+
+__global__ void k_cred_fin(CRed r, int64_t chunks, const float *part) {
+  GRID_LOOP(c, r.C) {
+    float s0 = 0.0f, s1 = 0.0f;
+    for (int64_t j = 0; j < chunks; j++)
+      s0 += part[(j * r.C + c) * 2], s1 += part[(j * r.C + c) * 2 + 1];
+    cred_epilogue(r, c, s0, s1);
+  }
+}
+
+/* Runs reduction r; the partials take the workspace after its first
+ * `skip` floats (r.tot's). Fewer chunks if the workspace is small, one
+ * (no partials) if it has no room. */
+static void cred_run(const CRed &r, int64_t skip) {
+  int cols = r.inner == 1;
+  int64_t cblocks = cols ? (r.C + 31) / 32 : r.C;
+  int64_t rows = cols ? (r.outer + 7) / 8 : r.outer;
+  int64_t chunks = (1056 + cblocks - 1) / cblocks; /* ~8 blocks per SM */
+  if (chunks > rows) chunks = rows;
+  if (chunks > 65535) chunks = 65535;
+  int64_t room = mdlrt_rt.ws ? mdlrt_rt.ws_bytes / 4 - skip : 0;
+  if (chunks * r.C * 2 > room) chunks = room / (r.C * 2);
+  if (chunks < 2) chunks = 1;
+  int64_t ochunk = (r.outer + chunks - 1) / chunks;
+  if (ochunk < 1) ochunk = 1;
+  chunks = (r.outer + ochunk - 1) / ochunk;
+  if (chunks < 1) chunks = 1;
+  float *part = chunks > 1 ? (float *)mdlrt_rt.ws + skip : NULL;
+  dim3 grid((unsigned)cblocks, (unsigned)chunks);
+  if (cols)
+    k_cred_cols<<<grid, dim3(32, 8), 0, mdlrt_rt.stream>>>(r, ochunk, part);
+  else
+    k_cred_rows<<<grid, 256, 0, mdlrt_rt.stream>>>(r, ochunk, part);
+  KERNEL_CHECK();
+  if (chunks > 1) {
+    k_cred_fin<<<grid_for(r.C), 256, 0, mdlrt_rt.stream>>>(r, chunks, part);
+    KERNEL_CHECK();
+  }
+}
+
+/* db[c] (+)= sum of dy[outer, C, inner] over all but c. */
+static void chan_sum(View db, int accum, View dy, int64_t outer, int64_t C,
+                     int64_t inner) {
+  CRed r;
+  memset(&r, 0, sizeof r);
+  r.what = CR_SUM, r.ep = EP_STORE, r.a = dy, r.out0 = db, r.acc0 = accum;
+  r.outer = outer, r.C = C, r.inner = inner;
+  if (dy.contig) {
+    cred_run(r, 0);
+  } else {
+    k_chan_sum<<<(unsigned)C, 256, 0, mdlrt_rt.stream>>>(db, accum, dy, outer,
+                                                        C, inner);
+    KERNEL_CHECK();
+  }
+}
+
 void mdlrt_linear_fwd(mdlrt_ref yr, mdlrt_ref xr, mdlrt_ref wr, mdlrt_ref br,
                       int64_t M, int64_t K, int64_t N) {
   View y = mdlrt_view(yr), x = mdlrt_view(xr), w = mdlrt_view(wr);
@@ -103,11 +277,7 @@ void mdlrt_linear_bwd(mdlrt_ref dxr, int ax, mdlrt_ref dwr, int aw,
     gemm(0, 0, M, K, N, dy, w, mdlrt_view(dxr), ax ? 1.0f : 0.0f, 1, 0, 0, 0);
   if (dwr.base) /* dw[N,K] = dy^T x */
     gemm(1, 0, N, K, M, dy, x, mdlrt_view(dwr), aw ? 1.0f : 0.0f, 1, 0, 0, 0);
-  if (dbr.base) {
-    k_chan_sum<<<(unsigned)N, 256, 0, mdlrt_rt.stream>>>(mdlrt_view(dbr), ab,
-                                                        dy, M, N, 1);
-    KERNEL_CHECK();
-  }
+  if (dbr.base) chan_sum(mdlrt_view(dbr), ab, dy, M, N, 1);
 }
 
 void mdlrt_matmul_fwd(mdlrt_ref yr, mdlrt_ref ar, mdlrt_ref br, int ta,
@@ -289,11 +459,7 @@ void mdlrt_conv_bwd(mdlrt_conv *c, mdlrt_ref dxr, int ax, mdlrt_ref dwr,
         mdlrt_view(dwr).p));
     KERNEL_CHECK();
   }
-  if (dbr.base) {
-    k_chan_sum<<<(unsigned)c->K, 256, 0, mdlrt_rt.stream>>>(
-        mdlrt_view(dbr), ab, dy, c->N, c->K, c->P * c->Q);
-    KERNEL_CHECK();
-  }
+  if (dbr.base) chan_sum(mdlrt_view(dbr), ab, dy, c->N, c->K, c->P * c->Q);
 }
 
 /* ---- pooling (NCHW, contiguous) --------------------------------------- */
@@ -324,10 +490,17 @@ __global__ void k_pool_bwd(int op, View dx, int accum, View dy, View x,
   GRID_LOOP(i, dx.n) {
     int64_t w = i % W, h = (i / W) % H, nc = i / (H * W);
     float g = 0.0f;
-    for (int64_t p = 0; p < P; p++) {
+    /* the windows that cover (h, w): 0 <= h + pad - p s < k */
+    int64_t p0 = h + pad - k + 1, q0 = w + pad - k + 1;
+    p0 = p0 <= 0 ? 0 : (p0 + s - 1) / s;
+    q0 = q0 <= 0 ? 0 : (q0 + s - 1) / s;
+    int64_t p1 = (h + pad) / s, q1 = (w + pad) / s;
+    if (p1 > P - 1) p1 = P - 1;
+    if (q1 > Q - 1) q1 = Q - 1;
+    for (int64_t p = p0; p <= p1; p++) {
       int64_t a = h + pad - p * s;
       if (a < 0 || a >= k) continue;
-      for (int64_t q = 0; q < Q; q++) {
+      for (int64_t q = q0; q <= q1; q++) {
         int64_t b = w + pad - q * s;
         if (b < 0 || b >= k) continue;
         int64_t o = (nc * P + p) * Q + q;
@@ -501,10 +674,25 @@ static void rownorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
     KERNEL_CHECK();
   }
   if (dw.base || db.base) {
-    k_rownorm_wgrad<<<(unsigned)channels, 256, 0, mdlrt_rt.stream>>>(
-        mdlrt_view(dw), aw, mdlrt_view(db), ab, mdlrt_view(dy),
-        mdlrt_view(x), mdlrt_view(mean), mdlrt_view(rstd), m);
-    KERNEL_CHECK();
+    /* channel c of [outer, channels, inner]: layernorm [rows, D, 1],
+     * groupnorm [N, C, hw]; statistic of (o, c): o G + c / cpg */
+    View vdy = mdlrt_view(dy), vx = mdlrt_view(x);
+    if (vdy.contig && vx.contig) {
+      CRed r;
+      memset(&r, 0, sizeof r);
+      r.what = CR_DYXHAT, r.ep = EP_WGRAD, r.a = vdy, r.b = vx;
+      r.mean = mdlrt_view(mean), r.rstd = mdlrt_view(rstd);
+      r.outer = m.rows / m.G, r.C = channels, r.inner = m.hw;
+      r.G = m.G, r.cpg = m.cpg;
+      r.out0 = mdlrt_view(dw), r.acc0 = aw, r.out1 = mdlrt_view(db);
+      r.acc1 = ab;
+      cred_run(r, 0);
+    } else {
+      k_rownorm_wgrad<<<(unsigned)channels, 256, 0, mdlrt_rt.stream>>>(
+          mdlrt_view(dw), aw, mdlrt_view(db), ab, vdy, vx, mdlrt_view(mean),
+          mdlrt_view(rstd), m);
+      KERNEL_CHECK();
+    }
   }
 }
 
@@ -617,12 +805,79 @@ __global__ void k_bn_bwd(View dx, int ax, View dw, int aw, View db, int ab,
   }
 }
 
+/* y = (x - mean) invstd w + b, block per (n, c) row of HW. Training:
+ * the statistics computed by the reductions; inference: the running
+ * ones. */
+__global__ void k_bn_apply(View y, View x, View mean, View invstd, View w,
+                           View b, View rm, View rv, int64_t C, int64_t HW,
+                           float eps, int train) {
+  int64_t rows = x.n / HW;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    int64_t c = row % C;
+    float mu, is;
+    if (train) {
+      mu = ldf(mean, c), is = ldf(invstd, c);
+    } else {
+      mu = ldf(rm, c), is = rsqrtf(ldf(rv, c) + eps);
+    }
+    float wc = ldf(w, c), bc = ldf(b, c);
+    for (int64_t h = threadIdx.x; h < HW; h += blockDim.x) {
+      int64_t o = row * HW + h;
+      stf(y, o, (ldf(x, o) - mu) * is * wc + bc, 0);
+    }
+  }
+}
+
+/* dx (+)= w invstd (dy - sum dy / M - xhat sum(dy xhat) / M), the sums
+ * (tot[2c], tot[2c+1]) from the reduction. */
+__global__ void k_bn_dx(View dx, int ax, View dy, View x, View mean,
+                        View invstd, View w, const float *tot, int64_t C,
+                        int64_t HW, float cnt) {
+  int64_t rows = x.n / HW;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    int64_t c = row % C;
+    float mu = ldf(mean, c), is = ldf(invstd, c), wc = ldf(w, c);
+    float mg = tot[2 * c] / cnt, mgx = tot[2 * c + 1] / cnt;
+    for (int64_t h = threadIdx.x; h < HW; h += blockDim.x) {
+      int64_t o = row * HW + h;
+      float xh = (ldf(x, o) - mu) * is;
+      stf(dx, o, wc * is * (ldf(dy, o) - mg - xh * mgx), ax);
+    }
+  }
+}
+
+static unsigned rows_grid(int64_t rows) {
+  return (unsigned)(rows < (1 << 20) ? (rows < 1 ? 1 : rows) : (1 << 20));
+}
+static unsigned rows_block(int64_t HW) {
+  return HW >= 256 ? 256 : HW >= 128 ? 128 : 64;
+}
+
 void mdlrt_batchnorm_fwd(mdlrt_ref yr, mdlrt_ref mean, mdlrt_ref invstd,
                          mdlrt_ref xr, mdlrt_ref w, mdlrt_ref b,
                          mdlrt_ref rmean, mdlrt_ref rvar, double eps,
                          int train) {
-  View x = mdlrt_view(xr);
+  View x = mdlrt_view(xr), y = mdlrt_view(yr);
   int64_t N = x.dim[0], C = x.dim[1], HW = x.n / (N * C);
+  if (x.contig && y.contig) {
+    if (train) { /* mean, then the squared deviations from it */
+      CRed r;
+      memset(&r, 0, sizeof r);
+      r.what = CR_SUM, r.ep = EP_BN_MEAN, r.a = x, r.out0 = mdlrt_view(mean);
+      r.outer = N, r.C = C, r.inner = HW;
+      cred_run(r, 0);
+      r.what = CR_SQDEV, r.ep = EP_BN_VAR, r.mean = mdlrt_view(mean);
+      r.out0 = mdlrt_view(invstd), r.rm = mdlrt_view(rmean);
+      r.rv = mdlrt_view(rvar), r.eps = (float)eps;
+      cred_run(r, 0);
+    }
+    k_bn_apply<<<rows_grid(N * C), rows_block(HW), 0, mdlrt_rt.stream>>>(
+        y, x, mdlrt_view(mean), mdlrt_view(invstd), mdlrt_view(w),
+        mdlrt_view(b), mdlrt_view(rmean), mdlrt_view(rvar), C, HW,
+        (float)eps, train);
+    KERNEL_CHECK();
+    return;
+  }
   k_bn_fwd<<<(unsigned)C, 256, 0, mdlrt_rt.stream>>>(
       mdlrt_view(yr), mdlrt_view(mean), mdlrt_view(invstd), x, mdlrt_view(w),
       mdlrt_view(b), mdlrt_view(rmean), mdlrt_view(rvar), N, C, HW,
@@ -633,8 +888,28 @@ void mdlrt_batchnorm_fwd(mdlrt_ref yr, mdlrt_ref mean, mdlrt_ref invstd,
 void mdlrt_batchnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
                          mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref xr,
                          mdlrt_ref mean, mdlrt_ref invstd, mdlrt_ref w) {
-  View x = mdlrt_view(xr);
+  View x = mdlrt_view(xr), vdy = mdlrt_view(dy), vdx = mdlrt_view(dx);
   int64_t N = x.dim[0], C = x.dim[1], HW = x.n / (N * C);
+  if (x.contig && vdy.contig && (!vdx.p || vdx.contig) && mdlrt_rt.ws &&
+      mdlrt_rt.ws_bytes >= 8 * C) {
+    /* sums of dy and dy xhat per channel (kept at the workspace's start
+     * for dx), then dx elementwise */
+    CRed r;
+    memset(&r, 0, sizeof r);
+    r.what = CR_DYXHAT, r.ep = EP_WGRAD, r.a = vdy, r.b = x;
+    r.mean = mdlrt_view(mean), r.rstd = mdlrt_view(invstd);
+    r.outer = N, r.C = C, r.inner = HW;
+    r.out0 = mdlrt_view(dw), r.acc0 = aw, r.out1 = mdlrt_view(db);
+    r.acc1 = ab, r.tot = (float *)mdlrt_rt.ws;
+    cred_run(r, 2 * C);
+    if (vdx.p) {
+      k_bn_dx<<<rows_grid(N * C), rows_block(HW), 0, mdlrt_rt.stream>>>(
+          vdx, ax, vdy, x, mdlrt_view(mean), mdlrt_view(invstd),
+          mdlrt_view(w), r.tot, C, HW, (float)(N * HW));
+      KERNEL_CHECK();
+    }
+    return;
+  }
   k_bn_bwd<<<(unsigned)C, 256, 0, mdlrt_rt.stream>>>(
       mdlrt_view(dx), ax, mdlrt_view(dw), aw, mdlrt_view(db), ab,
       mdlrt_view(dy), x, mdlrt_view(mean), mdlrt_view(invstd), mdlrt_view(w),

@@ -1,0 +1,85 @@
+#!/bin/sh
+# bench/gpu_bench.sh: mdlc against eager PyTorch on the four benchmark cases
+# (resnet18 fp32 and bf16_mixed, gpt2_small bf16_mixed, operator_cnn fp16),
+# in one call on a GPU machine; prints a table of ratios last.
+#
+#   BUILD=build sh bench/gpu_bench.sh build   # emit + compile the programs
+#                                            # (needs nvcc, not a GPU)
+#   BUILD=build sh bench/gpu_bench.sh run     # on the GPU: time both, table
+#
+# mdlc: `mdlc --emit-cuda` (the program `mdlc --run` builds), compiled with
+# nvcc against $BUILD/libmdlrt.a, run for $STEPS steps; step time is the
+# median of steps 2.. (CUDA events around the whole step: allocations,
+# kernels, frees), the peak the pool's high-water mark, which must equal the
+# prediction (PREDICTED_PEAK in the program) to the byte. PyTorch:
+# bench/torch_models.py, the same model, batch and precision, its peak
+# torch.cuda.memory_stats()["requested_bytes.all.peak"]. With PROF=1 each
+# program runs once more with MDLRT_PROF=1 (time per kind of op, to
+# $OUT/prof_CASE.txt). CASES overrides the list ("model:precision ...").
+BUILD=${BUILD:-build}
+MDLC=${MDLC:-$BUILD/mdlc}
+OUT=${OUT:-$BUILD/bench-out}
+STEPS=${STEPS:-10}
+NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
+CASES=${CASES:-"resnet18:fp32 resnet18:bf16_mixed gpt2_small:bf16_mixed operator_cnn:fp16"}
+DIR=$BUILD/bench
+mkdir -p "$DIR" "$OUT"
+
+build() {
+  for c in $CASES; do
+    m=${c%%:*} p=${c#*:}
+    "$MDLC" --precision "$p" --emit-cuda "$DIR/${m}_$p.cu" "examples/$m.mdl" \
+      || exit 1
+    "$NVCC" -O2 -arch=sm_90 -std=c++17 -Iruntime \
+      -I/usr/include/x86_64-linux-gnu -o "$DIR/${m}_$p" "$DIR/${m}_$p.cu" \
+      "$BUILD/libmdlrt.a" -L/usr/local/cuda/lib64 \
+      -L/usr/lib/x86_64-linux-gnu -lcublas -lcublasLt -lcudnn || exit 1
+  done
+}
+
+run() {
+  fail=0
+  : > "$OUT/bench.txt"
+  for c in $CASES; do
+    m=${c%%:*} p=${c#*:}
+    prog=$DIR/${m}_$p
+    pred=$(sed -n 's/^#define PREDICTED_PEAK \([0-9]*\)ll$/\1/p' "$prog.cu")
+    "$prog" --steps "$STEPS" > "$OUT/mdlc_${m}_$p.log" 2>&1 || fail=1
+    if [ "${PROF:-0}" = 1 ]; then
+      MDLRT_PROF=1 "$prog" --steps 4 > "$OUT/prof_${m}_$p.txt" 2>&1
+    fi
+    python3 bench/torch_models.py "$m" "$p" "$STEPS" \
+      > "$OUT/torch_${m}_$p.log" 2>&1 || fail=1
+    python3 - "$m" "$p" "$pred" "$OUT/mdlc_${m}_$p.log" \
+      "$OUT/torch_${m}_$p.log" >> "$OUT/bench.txt" <<'PY' || fail=1
+import re, sys
+m, p, pred, ml, tl = sys.argv[1:6]
+pred = int(pred)
+steps = [l.split() for l in open(ml) if l.startswith("mdlrt: step")]
+ms = sorted(float(s[6]) for s in steps[1:] or steps)
+peaks = [int(s[8]) for s in steps]
+loss = float(steps[-1][4]) if steps else float("nan")
+t = [l.split() for l in open(tl) if " median_ms " in l]
+if not steps or not t:
+    print("%-13s %-11s failed" % (m, p)); sys.exit(1)
+tms, treq, talloc = float(t[-1][4]), int(t[-1][6]), int(t[-1][8])
+mms = ms[len(ms) // 2]
+ok = all(x == pred for x in peaks)
+print("%-13s %-11s %9.3f %9.3f %6.3f  %14d %14s %14d %6.3f %s" % (
+    m, p, mms, tms, mms / tms, pred, "=" if ok else "DIFF %d" % (max(peaks) - pred),
+    treq, pred / treq, "%.4g" % loss))
+sys.exit(0 if ok else 1)
+PY
+  done
+  printf "%-13s %-11s %9s %9s %6s  %14s %14s %14s %6s %s\n" case precision \
+    "mdlc ms" "torch ms" ratio "mdlc peak B" measured "torch req B" \
+    ratio "mdlc loss"
+  cat "$OUT/bench.txt"
+  return $fail
+}
+
+case ${1:-run} in
+  build) build ;;
+  run) run ;;
+  *) echo "usage: $0 build|run" >&2; exit 2 ;;
+esac
