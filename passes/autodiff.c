@@ -21,8 +21,16 @@
  *   9..12 opt W1 b1 W2 b2
  * relu saves its output h, so instruction 7 reads h and h dies there.
  *
- * Requires: pass_precision (final dtypes). Sets: Value.needs_grad, g->bufs,
- * g->ins, g->val_buf, g->grad_buf, g->workspace_buf. Invalidates: nothing.
+ * Data parallel (--gpus N --zero S): persistent state, gradients and
+ * parameters are sharded as the stage says; a stage >= 2 gradient is
+ * reduce-scattered (IK_REDUCE) into its shard right after its last
+ * contribution; under stage 3 parameter operands read gathered copies, one
+ * per pass.
+ *
+ * Requires: pass_precision (final dtypes); segments set (frontend or
+ * placement). Sets: Value.needs_grad (and, under --infer, dropout outputs
+ * as views), g->bufs, g->ins, g->val_buf, g->grad_buf, g->workspace_buf.
+ * Invalidates: a previous step (call graph_clear_step first to rebuild).
  */
 #include "mdlc.h"
 
@@ -34,7 +42,6 @@ typedef struct {
   int (*opt_buf)[3];  /* parameter -> master, state 0, state 1 buffers, -1 */
   int *shard_grad;    /* parameter -> its reduced gradient shard (ZeRO >= 2) */
   bool *seg_done;     /* segment already recomputed */
-  bool infer;         /* forward only */
 } Step;
 
 static bool is_view_op(const Graph *g, const Node *n) {
@@ -429,7 +436,7 @@ static void gather_params(Step *s) {
 }
 
 void pass_autodiff(Graph *g) {
-  Step s = {.g = g, .infer = g->cfg.infer};
+  Step s = {.g = g};
   g->val_buf = xalloc(sizeof(int) * (size_t)g->nvals);
   g->grad_buf = xalloc(sizeof(int) * (size_t)g->nvals);
   s.rec_buf = xalloc(sizeof(int) * (size_t)g->nvals);
