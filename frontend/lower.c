@@ -19,6 +19,8 @@
  */
 #include "mdlc.h"
 
+#include <errno.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -847,14 +849,24 @@ static void lower_train(Lower *L, const Ast *t, unsigned cfg_set) {
 static char *read_all(const char *path, size_t *len) {
   FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
   if (!f) return NULL;
-  size_t cap = 1 << 16, n = 0;
+  size_t cap = 1 << 16, n = 0, got;
   char *buf = malloc(cap);
-  size_t got;
   while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
     n += got;
-    if (n == cap) buf = realloc(buf, cap *= 2);
+    if (n == cap) {
+      char *more = realloc(buf, cap *= 2);
+      if (!more) free(buf);
+      buf = more;
+    }
   }
+  bool bad = ferror(f); /* a directory, say: errno says why */
+  int err = errno;
   if (f != stdin) fclose(f);
+  if (bad || !buf) {
+    free(buf);
+    errno = bad ? err : ENOMEM;
+    return NULL;
+  }
   *len = n;
   return buf;
 }
@@ -905,8 +917,11 @@ static void lower_lets(Lower *L, const Ast *file, const Define *defs,
 Graph *frontend_load(const char *path, const Define *defs, int ndefs,
                      const Config *cfg, unsigned cfg_set) {
   size_t len = 0;
+  errno = 0;
   char *text = read_all(path, &len);
-  if (!text) die_usage("cannot read '%s'", path);
+  if (!text)
+    die_usage("cannot read '%s': %s", path,
+              errno ? strerror(errno) : "read error");
   if (len > (1u << 30)) die_usage("'%s' is larger than 1 GiB", path);
   int file = src_add(path, text, len);
   free(text);
