@@ -589,6 +589,21 @@ static void emit_setup(Emit *E) {
   }
   P("}\n\n");
 
+  P("/* --dump FILE: parameters, master weights and optimizer state after "
+    "the\n * last step, in the CPU reference's -o format (--check). */\n"
+    "static void dump_state(const char *path) {\n"
+    "  FILE *f = fopen(path, \"w\");\n  if (f) fclose(f);\n");
+  for (int b = 0; b < g->nbufs; b++) {
+    const Buf *x = &g->bufs[b];
+    if (x->cat != CAT_PARAM && x->cat != CAT_MASTER &&
+        x->cat != CAT_OPT_STATE)
+      continue;
+    P("  mdlrt_dump(path, \"%s\", \"%s\", %lld, B[%d], %lld);\n",
+      cstr(x->name), dtype_name(x->dtype), (long long)x->numel, b,
+      (long long)x->bytes);
+  }
+  P("}\n\n");
+
   P("/* The batch: drawn at step 0, or every step with --fresh. */\n"
     "static void load_inputs(int64_t s) {\n");
   for (int b = 0; b < g->nbufs; b++) {
@@ -622,6 +637,7 @@ static const char *const MAIN_TEXT =
     "  int64_t steps = STEPS;\n"
     "  mdlrt_config cfg = {MODEL, SEED, 0};\n"
     "  int fresh = FRESH;\n"
+    "  const char *dump = 0;\n"
     "  for (int i = 1; i < argc; i++) {\n"
     "    if (!strcmp(argv[i], \"--steps\") && i + 1 < argc)\n"
     "      steps = atoll(argv[++i]);\n"
@@ -631,9 +647,11 @@ static const char *const MAIN_TEXT =
     "      OPT.lr = atof(argv[++i]);\n"
     "    else if (!strcmp(argv[i], \"--arena\")) cfg.arena = 1;\n"
     "    else if (!strcmp(argv[i], \"--fresh\")) fresh = 1;\n"
+    "    else if (!strcmp(argv[i], \"--dump\") && i + 1 < argc)\n"
+    "      dump = argv[++i];\n"
     "    else {\n"
     "      fprintf(stderr, \"usage: %s [--steps N] [--seed N] [--lr X] \"\n"
-    "              \"[--arena] [--fresh]\\n\", argv[0]);\n"
+    "              \"[--arena] [--fresh] [--dump FILE]\\n\", argv[0]);\n"
     "      return 2;\n"
     "    }\n"
     "  }\n"
@@ -659,6 +677,7 @@ static const char *const MAIN_TEXT =
     "    fflush(stdout);\n"
     "    end_step();\n"
     "  }\n"
+    "  if (dump) dump_state(dump);\n"
     "  mdlrt_shutdown();\n"
     "  printf(\"mdlrt: done\\n\");\n"
     "  return 0;\n"
@@ -693,7 +712,7 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
           " * Build: nvcc -arch=sm_90 -I<mdlc>/runtime this.cu libmdlrt.a "
           "-lcublas -lcublasLt -lcudnn\n"
           " * Run:   ./a.out [--steps N] [--seed N] [--lr X] [--arena] "
-          "[--fresh]\n"
+          "[--fresh] [--dump FILE]\n"
           " * Every buffer B[i] is Buf i of the plan (mdlc --dump-after "
           "liveness). */\n",
           g->model_name ? g->model_name : "?", src, MDLC_VERSION,

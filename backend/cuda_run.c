@@ -10,8 +10,9 @@
  * is passed on as exit 3.
  *
  * --check also runs the same steps on the CPU reference executor and
- * compares every step's loss (which depends on every gradient and update
- * before it) within a tolerance per precision.
+ * compares every step's loss within a tolerance per precision, and the
+ * state after the last step (parameters, master weights, optimizer state:
+ * every gradient went into it) element by element (compare_state).
  *
  * Environment: NVCC (default /usr/local/cuda/bin/nvcc), CUDA_ARCH (sm_90),
  * MDLRT_HOME (the repository, if the binary is not in <repo>/<build>/).
@@ -114,12 +115,13 @@ typedef struct {
 } Result;
 
 static int run_program(const char *bin, const RunOpts *o, int steps,
-                       Result *r) {
-  const char *cmd = xsprintf("'%s' --steps %d --seed %llu%s%s%s", bin, steps,
-                             (unsigned long long)o->seed,
+                       const char *dump, Result *r) {
+  const char *cmd = xsprintf("'%s' --steps %d --seed %llu%s%s%s%s", bin,
+                             steps, (unsigned long long)o->seed,
                              o->arena ? " --arena" : "",
                              o->fresh_data ? " --fresh" : "",
-                             o->lr > 0 ? xsprintf(" --lr %.17g", o->lr) : "");
+                             o->lr > 0 ? xsprintf(" --lr %.17g", o->lr) : "",
+                             dump ? xsprintf(" --dump '%s'", dump) : "");
   FILE *p = popen(cmd, "r");
   if (!p) die_machine("cannot run '%s'", bin);
   r->loss = xalloc(sizeof(double) * (size_t)steps);
@@ -156,6 +158,124 @@ static double loss_rtol(const Graph *g) {
   return g->cfg.precision == PREC_FP32 ? 1e-4 : 3e-2;
 }
 
+/* ---- --check: the state after the last step, element by element ------
+ * Both executors write parameters, master weights and optimizer state in
+ * the CPU reference's `-o` format ("NAME DTYPE NUMEL", then the bytes in
+ * hex). Each element must satisfy |gpu - cpu| <= atol + rtol |cpu|, with
+ * the tolerance of the step's least precise float dtype (every stored value
+ * derives from its arithmetic): f32 rtol 1e-3 atol 1e-5; f16 rtol 5e-3
+ * atol 1e-4 (2 ulp at 2^-10, 5 ulp with the summation order); bf16 rtol
+ * 3e-2 atol 1e-3 (about 2 ulp at 2^-7, with one rounding difference
+ * propagated through the update). */
+typedef struct {
+  char name[160];          /* the Buf's name */
+  DType dt;                /* its dtype */
+  int64_t numel;           /* elements */
+  unsigned char *bytes;    /* numel * dtype_size */
+} StateBuf;
+
+typedef struct {
+  double rtol, atol;
+} Tol;
+
+static Tol check_tol(const Graph *g) {
+  bool f16 = false, bf16 = false;
+  for (int v = 0; v < g->nvals; v++)
+    f16 |= g->vals[v].dtype == DT_F16, bf16 |= g->vals[v].dtype == DT_BF16;
+  if (bf16) return (Tol){3e-2, 1e-3};
+  if (f16) return (Tol){5e-3, 1e-4};
+  return (Tol){1e-3, 1e-5};
+}
+
+/* Reads a state file; returns the number of buffers (-1 if unreadable). */
+static int read_state(const char *path, StateBuf **out) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  StateBuf *v = NULL;
+  int n = 0, cap = 0;
+  char line[512], dt[32];
+  long long numel;
+  while (fgets(line, sizeof line, f)) {
+    StateBuf b = {.dt = DT_COUNT};
+    if (sscanf(line, "%159s %31s %lld", b.name, dt, &numel) != 3) break;
+    for (int t = 0; t < DT_COUNT; t++)
+      if (strcmp(dtype_name((DType)t), dt) == 0) b.dt = (DType)t;
+    if (b.dt == DT_COUNT) break;
+    b.numel = numel;
+    int64_t nb = numel * dtype_size(b.dt);
+    b.bytes = xalloc((size_t)(nb ? nb : 1));
+    for (int64_t i = 0; i < nb; i++) {
+      unsigned x;
+      if (fscanf(f, "%2x", &x) != 1) { fclose(f); return -1; }
+      b.bytes[i] = (unsigned char)x;
+    }
+    int c = fgetc(f); /* the line's end */
+    if (c != '\n' && c != EOF) ungetc(c, f);
+    *VEC_PUSH(v, n, cap) = b;
+  }
+  fclose(f);
+  *out = v;
+  return n;
+}
+
+static double state_elem(const StateBuf *b, int64_t i) {
+  const unsigned char *p = b->bytes + i * dtype_size(b->dt);
+  switch (b->dt) {
+  case DT_F32: { float x; memcpy(&x, p, 4); return x; }
+  case DT_F16: { uint16_t h; memcpy(&h, p, 2); return cpu_f16_to_f32(h); }
+  case DT_BF16: { uint16_t h; memcpy(&h, p, 2); return cpu_bf16_to_f32(h); }
+  case DT_I32: { int32_t x; memcpy(&x, p, 4); return x; }
+  case DT_I64: { int64_t x; memcpy(&x, p, 8); return (double)x; }
+  default: return p[0];
+  }
+}
+
+typedef struct {
+  int64_t elements, bad; /* compared, outside the tolerance */
+  int buffers;           /* compared */
+  double worst;          /* largest |d| / (atol + rtol |ref|) */
+  const char *where;     /* the worst element, described */
+  bool ok;               /* same buffers, every element within tolerance */
+} StateCheck;
+
+static StateCheck compare_state(const Graph *g, const char *gpu_path,
+                                const char *cpu_path) {
+  StateCheck c = {.where = "none", .ok = true};
+  StateBuf *a = NULL, *b = NULL;
+  int na = read_state(gpu_path, &a), nb = read_state(cpu_path, &b);
+  if (na < 0 || nb < 0 || na != nb) {
+    c.ok = false;
+    c.where = xsprintf("the state files differ in shape (%d and %d buffers)",
+                       na, nb);
+    return c;
+  }
+  Tol t = check_tol(g);
+  for (int k = 0; k < na; k++) {
+    if (strcmp(a[k].name, b[k].name) || a[k].numel != b[k].numel ||
+        a[k].dt != b[k].dt) {
+      c.ok = false;
+      c.where = xsprintf("buffer %d: '%s' against '%s'", k, a[k].name,
+                         b[k].name);
+      return c;
+    }
+    c.buffers++;
+    for (int64_t i = 0; i < a[k].numel; i++) {
+      double got = state_elem(&a[k], i), ref = state_elem(&b[k], i);
+      double lim = t.atol + t.rtol * fabs(ref);
+      double r = isnan(got) && isnan(ref) ? 0.0 : fabs(got - ref) / lim;
+      if (!(r <= 1.0)) c.bad++, c.ok = false;
+      if (!(r <= c.worst)) {
+        c.worst = isnan(r) ? INFINITY : r;
+        c.where = xsprintf("%s[%lld]: gpu %.9g, cpu %.9g (|d| %.3g, "
+                           "tolerance %.3g)", a[k].name, (long long)i, got,
+                           ref, fabs(got - ref), lim);
+      }
+      c.elements++;
+    }
+  }
+  return c;
+}
+
 int cuda_run(Graph *g, const RunOpts *o) {
   int steps = o->steps > 0 ? o->steps : 1;
   char tmpl[] = "/tmp/mdlc-run-XXXXXX";
@@ -172,7 +292,9 @@ int cuda_run(Graph *g, const RunOpts *o) {
            dir);
   fflush(stdout);
   Result r = {0};
-  int rc = run_program(bin, o, steps, &r);
+  const char *gpu_state = xsprintf("%s/gpu.state", dir);
+  const char *cpu_state = xsprintf("%s/cpu.state", dir);
+  int rc = run_program(bin, o, steps, o->check ? gpu_state : NULL, &r);
   if (rc != 0 || r.steps != steps) {
     if (r.error[0])
       fprintf(stderr, "mdlc: error: the GPU step failed: %s\n", r.error);
@@ -182,12 +304,6 @@ int cuda_run(Graph *g, const RunOpts *o) {
     return 3;
   }
 
-  if (!getenv("MDLC_KEEP_TMP")) { /* the program and its source go */
-    unlink(xsprintf("%s/step.cu", dir));
-    unlink(xsprintf("%s/nvcc.log", dir));
-    unlink(bin);
-    rmdir(dir);
-  }
 
   int64_t measured = -1;
   bool same = true;
@@ -205,11 +321,12 @@ int cuda_run(Graph *g, const RunOpts *o) {
   /* --check: the same steps on the CPU reference, loss by loss */
   bool check_ok = true;
   float *cpu_loss = NULL;
+  StateCheck sc = {.where = "none", .ok = true};
   if (o->check) {
     cpu_loss = xalloc(sizeof(float) * (size_t)steps);
     CpuStats st = {.losses = cpu_loss, .perturb_value = -1, .probe_value = -1};
     RunOpts q = *o;
-    q.quiet = true, q.json = false, q.out_path = NULL, q.arena = false;
+    q.quiet = true, q.json = false, q.out_path = cpu_state, q.arena = false;
     /* the reference's report would mix into ours: silence its stdout */
     fflush(stdout);
     int saved = dup(1), null = open("/dev/null", O_WRONLY);
@@ -224,7 +341,18 @@ int cuda_run(Graph *g, const RunOpts *o) {
       if (!(fabs(got - ref) <= 1e-6 + loss_rtol(g) * fabs(ref)))
         check_ok = false;
     }
+    sc = compare_state(g, gpu_state, cpu_state);
+    if (!sc.ok) check_ok = false;
   }
+  if (!getenv("MDLC_KEEP_TMP")) { /* the program, its source, the states */
+    unlink(xsprintf("%s/step.cu", dir));
+    unlink(xsprintf("%s/nvcc.log", dir));
+    unlink(gpu_state);
+    unlink(cpu_state);
+    unlink(bin);
+    rmdir(dir);
+  }
+  Tol tol = check_tol(g);
 
   char b1[32], b2[32], b3[32];
   if (o->json) {
@@ -250,7 +378,12 @@ int cuda_run(Graph *g, const RunOpts *o) {
       printf(",\n  \"cpu_losses\": [");
       for (int s = 0; s < steps; s++) printf("%s%.9g", s ? ", " : "",
                                              (double)cpu_loss[s]);
-      printf("],\n  \"check\": %s", check_ok ? "true" : "false");
+      printf("],\n  \"check_state\": {\"buffers\": %d, \"elements\": %lld, "
+             "\"outside\": %lld, \"rtol\": %g, \"atol\": %g, "
+             "\"worst_ratio\": %.6g, \"worst\": \"%s\"}", sc.buffers,
+             (long long)sc.elements, (long long)sc.bad, tol.rtol, tol.atol,
+             sc.worst, sc.where);
+      printf(",\n  \"check\": %s", check_ok ? "true" : "false");
     }
     printf("\n}\n");
   } else {
@@ -278,9 +411,16 @@ int cuda_run(Graph *g, const RunOpts *o) {
            "init, not counted in the peak\n", (long long)r.context,
            fmt_bytes(r.context, b3));
     printf("step time (median of %d): %.3f ms\n", steps, median);
-    if (o->check)
+    if (o->check) {
+      printf("check: state after step %d (parameters, master weights, "
+             "optimizer state), %d buffers, %lld elements, |gpu - cpu| <= "
+             "%g + %g |cpu|: %lld outside; worst (%.3g of the tolerance) "
+             "%s\n", steps, sc.buffers, (long long)sc.elements, tol.atol,
+             tol.rtol, (long long)sc.bad, sc.worst, sc.where);
       printf("check against the CPU reference (loss of every step, rtol "
-             "%g): %s\n", loss_rtol(g), check_ok ? "ok" : "FAILED");
+             "%g; state element by element): %s\n", loss_rtol(g),
+             check_ok ? "ok" : "FAILED");
+    }
   }
   if (!o->arena && !same)
     fprintf(stderr, "mdlc: warning: the measured peak differs between "

@@ -27,11 +27,13 @@ mkdir -p "$DIR" "$OUT"
 
 build() {
   for c in $CASES; do
-    m=${c%%:*} p=${c#*:}
-    "$MDLC" --precision "$p" --emit-cuda "$DIR/${m}_$p.cu" "examples/$m.mdl" \
-      || exit 1
+    m=${c%%:*} p=${c#*:} ws=
+    case $p in *:*) ws=${p#*:} p=${p%%:*} ;; esac
+    n=${m}_$p${ws:+_ws$ws}
+    "$MDLC" --precision "$p" ${ws:+--workspace $ws} \
+      --emit-cuda "$DIR/$n.cu" "examples/$m.mdl" || exit 1
     "$NVCC" -O2 -arch=sm_90 -std=c++17 -Iruntime \
-      -I/usr/include/x86_64-linux-gnu -o "$DIR/${m}_$p" "$DIR/${m}_$p.cu" \
+      -I/usr/include/x86_64-linux-gnu -o "$DIR/$n" "$DIR/$n.cu" \
       "$BUILD/libmdlrt.a" -L/usr/local/cuda/lib64 \
       -L/usr/lib/x86_64-linux-gnu -lcublas -lcublasLt -lcudnn || exit 1
   done
@@ -41,16 +43,19 @@ run() {
   fail=0
   : > "$OUT/bench.txt"
   for c in $CASES; do
-    m=${c%%:*} p=${c#*:}
-    prog=$DIR/${m}_$p
+    m=${c%%:*} p=${c#*:} ws=
+    case $p in *:*) ws=${p#*:} p=${p%%:*} ;; esac
+    n=${m}_$p${ws:+_ws$ws}
+    prog=$DIR/$n
     pred=$(sed -n 's/^#define PREDICTED_PEAK \([0-9]*\)ll$/\1/p' "$prog.cu")
-    "$prog" --steps "$STEPS" > "$OUT/mdlc_${m}_$p.log" 2>&1 || fail=1
+    "$prog" --steps "$STEPS" > "$OUT/mdlc_$n.log" 2>&1 || fail=1
     if [ "${PROF:-0}" = 1 ]; then
-      MDLRT_PROF=1 "$prog" --steps 4 > "$OUT/prof_${m}_$p.txt" 2>&1
+      MDLRT_PROF=1 "$prog" --steps 4 > "$OUT/prof_$n.txt" 2>&1
     fi
-    python3 bench/torch_models.py "$m" "$p" "$STEPS" \
-      > "$OUT/torch_${m}_$p.log" 2>&1 || fail=1
-    python3 - "$m" "$p" "$pred" "$OUT/mdlc_${m}_$p.log" \
+    [ -f "$OUT/torch_${m}_$p.log" ] ||
+      python3 bench/torch_models.py "$m" "$p" "$STEPS" \
+        > "$OUT/torch_${m}_$p.log" 2>&1 || fail=1
+    python3 - "$m" "$p${ws:+/ws$ws}" "$pred" "$OUT/mdlc_$n.log" \
       "$OUT/torch_${m}_$p.log" >> "$OUT/bench.txt" <<'PY' || fail=1
 import re, sys
 m, p, pred, ml, tl = sys.argv[1:6]

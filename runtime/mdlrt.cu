@@ -340,6 +340,24 @@ void mdlrt_write_all(mdlrt_ref r, const double *in) {
   CUDA_CHECK(cudaFree(d));
 }
 
+void mdlrt_dump(const char *path, const char *name, const char *dtype,
+                int64_t numel, const void *p, int64_t bytes) {
+  unsigned char *h = (unsigned char *)malloc((size_t)(bytes ? bytes : 1));
+  if (!h) mdlrt_fail("host", "out of memory", "malloc", __FILE__, __LINE__);
+  if (bytes)
+    CUDA_CHECK(cudaMemcpyAsync(h, p, (size_t)bytes, cudaMemcpyDeviceToHost,
+                               mdlrt_rt.stream));
+  mdlrt_sync();
+  FILE *f = fopen(path, "a");
+  if (!f) mdlrt_fail("host", "cannot open the dump file", path, __FILE__,
+                     __LINE__);
+  fprintf(f, "%s %s %lld\n", name, dtype, (long long)numel);
+  for (int64_t i = 0; i < bytes; i++)
+    fprintf(f, "%02x%s", h[i], (i + 1) % 32 && i + 1 < bytes ? "" : "\n");
+  fclose(f);
+  free(h);
+}
+
 /* One element, through a host copy of its bytes (no allocation, so the
  * pool's figures are not disturbed). */
 double mdlrt_read(mdlrt_ref r, int64_t i) {

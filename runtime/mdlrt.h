@@ -105,6 +105,11 @@ double mdlrt_read(mdlrt_ref x, int64_t i);
 void mdlrt_read_all(mdlrt_ref x, double *out);
 /* Copies host doubles into a tensor (used by tests). */
 void mdlrt_write_all(mdlrt_ref x, const double *in);
+/* Appends a buffer to `path` (opened for appending) as the CPU reference's
+ * `-o` does: a line "NAME DTYPE NUMEL", then its bytes in hex, 32 to a
+ * line (synchronizes). For `--check`'s element-wise comparison. */
+void mdlrt_dump(const char *path, const char *name, const char *dtype,
+                int64_t numel, const void *p, int64_t bytes);
 
 /* ---- initialisation (runtime/mdlrt_rng.h streams; see mdlc.h RunOpts) -- */
 

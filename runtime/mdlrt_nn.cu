@@ -415,6 +415,17 @@ mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
     mdlrt_fail("cuDNN", "no backward-filter algorithm fits the workspace",
                "cudnnFindConvolutionBackwardFilterAlgorithmEx", __FILE__,
                __LINE__);
+  if (mdlrt_rt.prof) { /* MDLRT_PROF=1: the choices, and the fastest */
+    fprintf(stderr, "mdlrt conv %lldx%lldx%lldx%lld -> %lld k%lld s%lld: fwd "
+            "algo %d %.3f ms %zu B (fastest %d %.3f ms %zu B), data %d "
+            "%.3f ms %zu B (fastest %d %.3f ms), filter %d %.3f ms %zu B "
+            "(fastest %d %.3f ms) ws %zu\n", (long long)N, (long long)C,
+            (long long)H, (long long)W, (long long)K, (long long)R,
+            (long long)stride, (int)c->fwd, 0.0, c->ws_fwd, (int)pf[0].algo,
+            pf[0].time, pf[0].memory, (int)c->bwd_data, 0.0, c->ws_data,
+            (int)pd[0].algo, pd[0].time, (int)c->bwd_filter, 0.0,
+            c->ws_filter, (int)pw[0].algo, pw[0].time, ws);
+  }
   mdlrt_sync();
   CUDA_CHECK(cudaFree(tx));
   CUDA_CHECK(cudaFree(ty));
@@ -535,11 +546,72 @@ void mdlrt_pool_fwd(int op, mdlrt_ref yr, mdlrt_ref xr, int64_t kernel,
   KERNEL_CHECK();
 }
 
+/* Max pooling's backward in two passes when the workspace holds one
+ * int32 per window: arg[o] = the window's first maximum (row-major in the
+ * window, h * W + w), then each input element gathers dy from the windows
+ * (at most ceil(k/s)^2) whose argument it is, in the same order as
+ * k_pool_bwd. */
+__global__ void k_pool_argmax(int32_t *arg, View y, View x, int64_t H,
+                              int64_t W, int64_t P, int64_t Q, int64_t k,
+                              int64_t s, int64_t pad) {
+  GRID_LOOP(i, y.n) {
+    int64_t q = i % Q, p = (i / Q) % P, nc = i / (P * Q);
+    float m = ldf(y, i);
+    int32_t first = -1;
+    for (int64_t a = 0; a < k && first < 0; a++)
+      for (int64_t b = 0; b < k; b++) {
+        int64_t h = p * s - pad + a, w = q * s - pad + b;
+        if (h < 0 || h >= H || w < 0 || w >= W) continue;
+        if (ldf(x, (nc * H + h) * W + w) == m) {
+          first = (int32_t)(h * W + w);
+          break;
+        }
+      }
+    arg[i] = first;
+  }
+}
+
+__global__ void k_pool_bwd_arg(View dx, int accum, View dy,
+                               const int32_t *arg, int64_t H, int64_t W,
+                               int64_t P, int64_t Q, int64_t k, int64_t s,
+                               int64_t pad) {
+  GRID_LOOP(i, dx.n) {
+    int64_t w = i % W, h = (i / W) % H, nc = i / (H * W);
+    int64_t p0 = h + pad - k + 1, q0 = w + pad - k + 1;
+    p0 = p0 <= 0 ? 0 : (p0 + s - 1) / s;
+    q0 = q0 <= 0 ? 0 : (q0 + s - 1) / s;
+    int64_t p1 = (h + pad) / s, q1 = (w + pad) / s;
+    if (p1 > P - 1) p1 = P - 1;
+    if (q1 > Q - 1) q1 = Q - 1;
+    float g = 0.0f;
+    int32_t self = (int32_t)(h * W + w);
+    for (int64_t p = p0; p <= p1; p++)
+      for (int64_t q = q0; q <= q1; q++) {
+        int64_t o = (nc * P + p) * Q + q;
+        if (arg[o] == self) g += ldf(dy, o);
+      }
+    stf(dx, i, g, accum);
+  }
+}
+
 void mdlrt_pool_bwd(int op, mdlrt_ref dxr, int accum, mdlrt_ref dyr,
                     mdlrt_ref xr, mdlrt_ref yr, int64_t kernel,
                     int64_t stride, int64_t pad) {
   View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr);
   View x = mdlrt_view(xr), y = mdlrt_view(yr);
+  if (op == 0 && mdlrt_rt.ws && mdlrt_rt.ws_bytes >= 4 * y.n &&
+      x.dim[2] * x.dim[3] < INT32_MAX) {
+    int32_t *arg = (int32_t *)mdlrt_rt.ws;
+    k_pool_argmax<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
+        arg, y, x, x.dim[2], x.dim[3], y.dim[2], y.dim[3], kernel, stride,
+        pad);
+    KERNEL_CHECK();
+    k_pool_bwd_arg<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(
+        dx, accum, dy, arg, dx.dim[2], dx.dim[3], dy.dim[2], dy.dim[3],
+        kernel, stride, pad);
+    KERNEL_CHECK();
+    return;
+  }
   k_pool_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(
       op, dx, accum, dy, x, y, dx.dim[2], dx.dim[3], dy.dim[2], dy.dim[3],
       kernel, stride, pad);
@@ -583,6 +655,8 @@ struct RowMap {
 
 __device__ __forceinline__ int64_t row_ch(const RowMap &m, int64_t row,
                                           int64_t col) {
+  if (m.cpg == 1) return row % m.G;          /* instancenorm: no division */
+  if (m.hw == 1) return (row % m.G) * m.cpg + col; /* layernorm */
   return (row % m.G) * m.cpg + col / m.hw;
 }
 

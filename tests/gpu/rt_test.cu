@@ -188,10 +188,11 @@ static void t_pool(void) {
 static void t_norms(void) {
   begin("norms");
   /* layernorm */
-  Tensor x = rnd(F, {2, 3, 10}, 0), w = rnd(F, {10}, 0);
-  Tensor b = rnd(F, {10}, 0), dy = rnd(F, {2, 3, 10}, 0);
-  Tensor y = mk(F, {2, 3, 10}), mean = mk(F, {6}), rstd = mk(F, {6});
-  Tensor dx = mk(F, {2, 3, 10}), dw = mk(F, {10}), db = mk(F, {10});
+  /* 80 rows: the weight gradients' column sums take several chunks */
+  Tensor x = rnd(F, {4, 20, 10}, 0), w = rnd(F, {10}, 0);
+  Tensor b = rnd(F, {10}, 0), dy = rnd(F, {4, 20, 10}, 0);
+  Tensor y = mk(F, {4, 20, 10}), mean = mk(F, {80}), rstd = mk(F, {80});
+  Tensor dx = mk(F, {4, 20, 10}), dw = mk(F, {10}), db = mk(F, {10});
   mdlrt_layernorm_fwd(R(&y), R(&mean), R(&rstd), R(&x), R(&w), R(&b), 1e-5);
   mdlrt_layernorm_bwd(R(&dx), 0, R(&dw), 0, R(&db), 0, R(&dy), R(&x),
                       R(&mean), R(&rstd), R(&w));
