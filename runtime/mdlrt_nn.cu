@@ -362,74 +362,61 @@ mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
   CUDNN_CHECK(cudnnSetConvolutionMathType(
       c->conv, dt == MDLRT_F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
 
-  /* Each direction's algorithm: cuDNN runs the candidates on scratch
-   * copies of the operands (cudaMalloc, outside the measured pool, freed at
-   * once) and lists those that worked, fastest first; we take the fastest
-   * whose workspace fits the one workspace. */
-  int es = mdlrt_dt_size(dt);
-  size_t nx = (size_t)(N * C * H * W) * es, ny = (size_t)(N * K * P * Q) * es;
-  size_t nw = (size_t)(K * (C / groups) * R * R) * es;
-  void *tx, *ty, *tw;
-  CUDA_CHECK(cudaMalloc(&tx, nx));
-  CUDA_CHECK(cudaMalloc(&ty, ny));
-  CUDA_CHECK(cudaMalloc(&tw, nw));
-  CUDA_CHECK(cudaMemsetAsync(tx, 0, nx, mdlrt_rt.stream));
-  CUDA_CHECK(cudaMemsetAsync(ty, 0, ny, mdlrt_rt.stream));
-  CUDA_CHECK(cudaMemsetAsync(tw, 0, nw, mdlrt_rt.stream));
+  /* Each direction's algorithm: the first in cuDNN's heuristic ranking
+   * (cudnnGet*Algorithm_v7: a function of the shapes alone) that is
+   * deterministic and whose scratch fits the one workspace. Not the
+   * fastest by timing (cudnnFind*): a timed choice can differ between two
+   * runs, or between a checkpointed plan and the plain one, and so could
+   * the rounding of the gradients; mdlc promises them bit-identical. */
   size_t ws = (size_t)mdlrt_rt.ws_bytes;
   int got = 0, found = 0;
   cudnnConvolutionFwdAlgoPerf_t pf[16];
-  CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
-      mdlrt_rt.dnn, c->x, tx, c->w, tw, c->conv, c->y, ty, 16, &got, pf,
-      mdlrt_rt.ws, ws));
+  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+      mdlrt_rt.dnn, c->x, c->w, c->conv, c->y, 16, &got, pf));
   for (int i = 0; i < got && !found; i++)
-    if (pf[i].status == CUDNN_STATUS_SUCCESS && pf[i].memory <= ws)
+    if (pf[i].status == CUDNN_STATUS_SUCCESS && pf[i].memory <= ws &&
+        pf[i].determinism == CUDNN_DETERMINISTIC)
       c->fwd = pf[i].algo, c->ws_fwd = pf[i].memory,
       c->math_fwd = pf[i].mathType, found = 1;
   if (!found)
-    mdlrt_fail("cuDNN", "no forward algorithm fits the workspace",
-               "cudnnFindConvolutionForwardAlgorithmEx", __FILE__, __LINE__);
+    mdlrt_fail("cuDNN", "no deterministic forward algorithm fits the workspace",
+               "cudnnGetConvolutionForwardAlgorithm_v7", __FILE__, __LINE__);
   cudnnConvolutionBwdDataAlgoPerf_t pd[16];
-  CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-      mdlrt_rt.dnn, c->w, tw, c->y, ty, c->conv, c->x, tx, 16, &got, pd,
-      mdlrt_rt.ws, ws));
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+      mdlrt_rt.dnn, c->w, c->y, c->conv, c->x, 16, &got, pd));
   found = 0;
   for (int i = 0; i < got && !found; i++)
-    if (pd[i].status == CUDNN_STATUS_SUCCESS && pd[i].memory <= ws)
+    if (pd[i].status == CUDNN_STATUS_SUCCESS && pd[i].memory <= ws &&
+        pd[i].determinism == CUDNN_DETERMINISTIC)
       c->bwd_data = pd[i].algo, c->ws_data = pd[i].memory,
       c->math_data = pd[i].mathType, found = 1;
   if (!found)
-    mdlrt_fail("cuDNN", "no backward-data algorithm fits the workspace",
-               "cudnnFindConvolutionBackwardDataAlgorithmEx", __FILE__,
+    mdlrt_fail("cuDNN",
+               "no deterministic backward-data algorithm fits the workspace",
+               "cudnnGetConvolutionBackwardDataAlgorithm_v7", __FILE__,
                __LINE__);
   cudnnConvolutionBwdFilterAlgoPerf_t pw[16];
-  CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-      mdlrt_rt.dnn, c->x, tx, c->y, ty, c->conv, c->w, tw, 16, &got, pw,
-      mdlrt_rt.ws, ws));
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+      mdlrt_rt.dnn, c->x, c->y, c->conv, c->w, 16, &got, pw));
   found = 0;
   for (int i = 0; i < got && !found; i++)
-    if (pw[i].status == CUDNN_STATUS_SUCCESS && pw[i].memory <= ws)
+    if (pw[i].status == CUDNN_STATUS_SUCCESS && pw[i].memory <= ws &&
+        pw[i].determinism == CUDNN_DETERMINISTIC)
       c->bwd_filter = pw[i].algo, c->ws_filter = pw[i].memory,
       c->math_filter = pw[i].mathType, found = 1;
   if (!found)
-    mdlrt_fail("cuDNN", "no backward-filter algorithm fits the workspace",
-               "cudnnFindConvolutionBackwardFilterAlgorithmEx", __FILE__,
+    mdlrt_fail("cuDNN",
+               "no deterministic backward-filter algorithm fits the workspace",
+               "cudnnGetConvolutionBackwardFilterAlgorithm_v7", __FILE__,
                __LINE__);
-  if (mdlrt_rt.prof) { /* MDLRT_PROF=1: the choices, and the fastest */
+  if (mdlrt_rt.prof) /* MDLRT_PROF=1: the choices, and cuDNN's first */
     fprintf(stderr, "mdlrt conv %lldx%lldx%lldx%lld -> %lld k%lld s%lld: fwd "
-            "algo %d %.3f ms %zu B (fastest %d %.3f ms %zu B), data %d "
-            "%.3f ms %zu B (fastest %d %.3f ms), filter %d %.3f ms %zu B "
-            "(fastest %d %.3f ms) ws %zu\n", (long long)N, (long long)C,
-            (long long)H, (long long)W, (long long)K, (long long)R,
-            (long long)stride, (int)c->fwd, 0.0, c->ws_fwd, (int)pf[0].algo,
-            pf[0].time, pf[0].memory, (int)c->bwd_data, 0.0, c->ws_data,
-            (int)pd[0].algo, pd[0].time, (int)c->bwd_filter, 0.0,
-            c->ws_filter, (int)pw[0].algo, pw[0].time, ws);
-  }
-  mdlrt_sync();
-  CUDA_CHECK(cudaFree(tx));
-  CUDA_CHECK(cudaFree(ty));
-  CUDA_CHECK(cudaFree(tw));
+            "algo %d (%zu B; first %d), data %d (%zu B; first %d), filter %d "
+            "(%zu B; first %d), workspace %zu B\n", (long long)N,
+            (long long)C, (long long)H, (long long)W, (long long)K,
+            (long long)R, (long long)stride, (int)c->fwd, c->ws_fwd,
+            (int)pf[0].algo, (int)c->bwd_data, c->ws_data, (int)pd[0].algo,
+            (int)c->bwd_filter, c->ws_filter, (int)pw[0].algo, ws);
   return c;
 }
 
