@@ -215,6 +215,9 @@ static void parse_args(int argc, char **argv, Options *o) {
     }
   }
   if (!o->file) die_usage("no model file given (see mdlc --help)");
+  if (o->action == ACT_RUN && o->cfg.gpus > 1)
+    die_usage("--run executes one device; --gpus %d is for --peak",
+              o->cfg.gpus);
   if (o->cfg.zero && o->cfg.gpus < 2)
     die_usage("--zero %d shards over devices: give --gpus N with N >= 2",
               o->cfg.zero);
@@ -241,8 +244,11 @@ static Graph *per_device(const Options *o, Graph *g) {
 static const char *const pass_names[] = {"frontend", "precision", "autodiff",
                                          "liveness", "arena"};
 
-/* The pipeline. Returns NULL after a user error was reported. */
-static Graph *compile(const Options *o) {
+/* The pipeline. Returns NULL after a user error was reported. When a
+ * budget is in force (--budget, or `budget` in the train block) checkpoint
+ * placement runs after the precision pass and builds the step itself; its
+ * result goes to *pl (pl->stages is 0 when it did not run). */
+static Graph *compile(const Options *o, Placement *pl) {
   for (size_t i = 0; o->dump_after && i < 5; i++)
     if (strcmp(o->dump_after, pass_names[i]) == 0) goto known;
   if (o->dump_after) {
@@ -270,19 +276,144 @@ known:;
   pass_precision(g);
   VERIFY();
   DUMP("precision", false);
-  pass_autodiff(g);
-  VERIFY();
-  DUMP("autodiff", true);
-  pass_liveness(g);
-  VERIFY();
-  DUMP("liveness", true);
+  memset(pl, 0, sizeof *pl);
+  if (g->cfg.budget >= 0 && !g->cfg.infer) {
+    /* placement builds the step (pass_autodiff, pass_liveness) itself */
+    pass_placement(g, g->cfg.budget, NULL, pl);
+    if (!pl->fits && o->action != ACT_BUDGET && o->action != ACT_MAX_BATCH) {
+      char b1[32], b2[32];
+      fprintf(stderr, "mdlc: note: budget %lld B (%s) cannot be met; using "
+              "the smallest peak found, %lld B (%s)\n",
+              (long long)g->cfg.budget, fmt_bytes(g->cfg.budget, b1),
+              (long long)pl->peak, fmt_bytes(pl->peak, b2));
+    }
+    VERIFY();
+    DUMP("autodiff", true);
+    DUMP("liveness", true);
+  } else {
+    pass_autodiff(g);
+    VERIFY();
+    DUMP("autodiff", true);
+    pass_liveness(g);
+    VERIFY();
+    DUMP("liveness", true);
+  }
   pass_arena(g);
   VERIFY();
   DUMP("arena", true);
   return g;
 }
 
-static int run_action(const Options *o, Graph *g) {
+/* A JSON string (names are identifiers with [ ] / : . #, but be safe). */
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c < 0x20) fprintf(f, "\\u%04x", c);
+    else fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+/* --budget: the segments placed (first and last op by path name and source
+ * line), the new peak and where, the extra FLOPs; exit 1 when nothing
+ * fits, with the smallest peak found and its breakdown. */
+static int report_budget(const Graph *g, const Placement *r, bool json,
+                         FILE *out) {
+  char b1[32], b2[32];
+  int64_t budget = g->cfg.budget;
+  bool fits = r->fits;
+  double fw = r->fwd_flops > 0 ? (double)r->fwd_flops : 1;
+  double pf = 100.0 * (double)r->extra_flops / fw;
+  double ps = 100.0 * (double)r->extra_flops / (3 * fw);
+  if (json) {
+    fprintf(out, "{\"model\": ");
+    json_str(out, g->model_name);
+    fprintf(out, ", \"budget\": %lld, \"peak_without_checkpoints\": %lld, "
+            "\"fits\": %s, \"peak\": %lld,\n \"peak_at\": {\"instruction\": "
+            "%d, \"of\": %d, \"what\": ", (long long)budget,
+            (long long)r->base_peak, fits ? "true" : "false",
+            (long long)r->peak, g->peak_at + 1, g->nins);
+    json_str(out, g->peak_at >= 0 ? instr_describe(g, g->peak_at) : "");
+    fprintf(out, "},\n \"segments\": [");
+  } else {
+    fprintf(out, "model %s: budget %lld B (%s)\n", g->model_name,
+            (long long)budget, fmt_bytes(budget, b1));
+    fprintf(out, "without checkpoints: peak %lld B (%s)\n",
+            (long long)r->base_peak, fmt_bytes(r->base_peak, b2));
+  }
+  for (int s = 0; s < g->nsegments; s++) {
+    int lo = -1, hi = -1;
+    int64_t fl = 0;
+    for (int i = 0; i < g->nnodes; i++)
+      if (g->nodes[i].segment == s) {
+        if (lo < 0) lo = i;
+        hi = i;
+        fl += op_flops(g, i);
+      }
+    if (lo < 0) continue;
+    int l1 = 0, c1 = 0, l2 = 0, c2 = 0;
+    Loc a = g->nodes[lo].loc, z = g->nodes[hi].loc;
+    if (a.file >= 0) src_linecol(a.file, a.begin, &l1, &c1);
+    if (z.file >= 0) src_linecol(z.file, z.begin, &l2, &c2);
+    if (json) {
+      fprintf(out, "%s\n  {\"first\": ", s ? "," : "");
+      json_str(out, g->nodes[lo].name);
+      fprintf(out, ", \"first_line\": %d, \"last\": ", l1);
+      json_str(out, g->nodes[hi].name);
+      fprintf(out, ", \"last_line\": %d, \"ops\": %d, \"flops\": %lld}", l2,
+              hi - lo + 1, (long long)fl);
+    } else {
+      fprintf(out, "  segment %d: '%s' (line %d) .. '%s' (line %d), %d ops, "
+              "recomputes %lld FLOPs\n", s, g->nodes[lo].name, l1,
+              g->nodes[hi].name, l2, hi - lo + 1, (long long)fl);
+    }
+  }
+  if (json) {
+    fprintf(out, "],\n \"extra_flops\": %lld, \"extra_pct_forward\": %.4f, "
+            "\"extra_pct_step\": %.4f, \"forward_flops\": %lld,\n "
+            "\"stages\": %d, \"chain\": %s, \"model_exact\": %s",
+            (long long)r->extra_flops, pf, ps, (long long)r->fwd_flops,
+            r->stages, r->chain ? "true" : "false",
+            r->verified_model ? "true" : "false");
+    if (!fits) fprintf(out, ", \"smallest_peak\": %lld", (long long)r->peak);
+    fprintf(out, "}\n");
+    return fits ? 0 : 1;
+  }
+  fprintf(out, "%s: %d segment%s, peak %lld B (%s)\n",
+          fits ? "placed" : "cannot fit; smallest peak found",
+          g->nsegments, g->nsegments == 1 ? "" : "s", (long long)r->peak,
+          fmt_bytes(r->peak, b1));
+  if (g->peak_at >= 0)
+    fprintf(out, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
+            instr_describe(g, g->peak_at));
+  fprintf(out, "extra work: %lld FLOPs recomputed = %.2f%% of the forward, "
+          "%.2f%% of the step (forward + backward taken as 3x forward)\n",
+          (long long)r->extra_flops, pf, ps);
+  fprintf(out, "search: %d chain stages%s; placement model %s the "
+          "verified peak\n", r->stages,
+          r->chain ? "" : " (not every op boundary is a one-tensor boundary: "
+                         "segments start and end at chain boundaries only; "
+                         "optimal among those, not proven over all)",
+          r->verified_model ? "equals" : "differs from");
+  if (fits) return 0;
+  int64_t states = g->by_cat[CAT_PARAM] + g->by_cat[CAT_OPT_STATE] +
+                   g->by_cat[CAT_MASTER] + g->by_cat[CAT_GRAD];
+  fprintf(out, "at that peak, by category:\n");
+  for (int c = 0; c < CAT_COUNT; c++)
+    if (g->by_cat[c])
+      fprintf(out, "  %-22s %14lld B  %s\n", category_name[c],
+              (long long)g->by_cat[c], fmt_bytes(g->by_cat[c], b1));
+  fprintf(out, "parameters, gradients and optimizer state take %lld B "
+          "(%s) of it: checkpoints cannot shrink them; a 16-bit "
+          "--precision, --state-dtype bf16, --optimizer sgd, or "
+          "--gpus N --zero 1..3 can\n",
+          (long long)states, fmt_bytes(states, b1));
+  return 1;
+}
+
+static int run_action(const Options *o, Graph *g, const Placement *pl) {
   FILE *out = stdout;
   if (o->run.out_path && o->action != ACT_RUN) {
     out = fopen(o->run.out_path, "w");
@@ -310,72 +441,11 @@ static int run_action(const Options *o, Graph *g) {
     break;
   }
   case ACT_RUN:
-    if (o->cfg.gpus > 1)
-      die_usage("--run executes one device; --gpus %d is for --peak",
-                o->cfg.gpus);
     rc = o->device_cpu ? cpu_run(g, &o->run) : cuda_run(g, &o->run);
     break;
-  case ACT_BUDGET: {
-    /* passes/placement.c; the report names segments by node and line */
-    char b1[32], b2[32];
-    int64_t budget = g->cfg.budget;
-    Placement r;
-    bool fits = pass_placement(g, budget, NULL, &r);
-    pass_arena(g);
-    fprintf(out, "model %s: budget %lld B (%s)\n", g->model_name,
-            (long long)budget, fmt_bytes(budget, b1));
-    fprintf(out, "without checkpoints: peak %lld B (%s)\n",
-            (long long)r.base_peak, fmt_bytes(r.base_peak, b2));
-    for (int s = 0; s < g->nsegments; s++) {
-      int lo = -1, hi = -1;
-      int64_t fl = 0;
-      for (int i = 0; i < g->nnodes; i++)
-        if (g->nodes[i].segment == s) {
-          if (lo < 0) lo = i;
-          hi = i;
-          fl += op_flops(g, i);
-        }
-      int l1 = 0, c1 = 0, l2 = 0, c2 = 0;
-      Loc a = g->nodes[lo].loc, z = g->nodes[hi].loc;
-      if (a.file >= 0) src_linecol(a.file, a.begin, &l1, &c1);
-      if (z.file >= 0) src_linecol(z.file, z.begin, &l2, &c2);
-      fprintf(out, "  segment %d: '%s' (line %d) .. '%s' (line %d), %d ops, "
-              "recomputes %lld FLOPs\n", s, g->nodes[lo].name, l1,
-              g->nodes[hi].name, l2, hi - lo + 1, (long long)fl);
-    }
-    fprintf(out, "%s: %d segment%s, peak %lld B (%s)\n",
-            fits ? "placed" : "cannot fit; smallest peak found",
-            g->nsegments, g->nsegments == 1 ? "" : "s", (long long)r.peak,
-            fmt_bytes(r.peak, b1));
-    fprintf(out, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
-            instr_describe(g, g->peak_at));
-    double fw = r.fwd_flops > 0 ? (double)r.fwd_flops : 1;
-    fprintf(out, "extra work: %lld FLOPs recomputed = %.2f%% of the forward, "
-            "%.2f%% of the step (forward + backward taken as 3x forward)\n",
-            (long long)r.extra_flops, 100.0 * (double)r.extra_flops / fw,
-            100.0 * (double)r.extra_flops / (3 * fw));
-    fprintf(out, "search: %d chain stages%s; placement model %s the "
-            "verified peak\n", r.stages,
-            r.chain ? "" : " (not every op boundary is a one-tensor boundary: "
-                           "segments start and end at chain boundaries only)",
-            r.verified_model ? "equals" : "differs from");
-    if (!fits) {
-      int64_t states = g->by_cat[CAT_PARAM] + g->by_cat[CAT_OPT_STATE] +
-                       g->by_cat[CAT_MASTER] + g->by_cat[CAT_GRAD];
-      fprintf(out, "at that peak, by category:\n");
-      for (int c = 0; c < CAT_COUNT; c++)
-        if (g->by_cat[c])
-          fprintf(out, "  %-22s %14lld B  %s\n", category_name[c],
-                  (long long)g->by_cat[c], fmt_bytes(g->by_cat[c], b1));
-      fprintf(out, "parameters, gradients and optimizer state take %lld B "
-              "(%s) of it: checkpoints cannot shrink them; a 16-bit "
-              "--precision, --state-dtype bf16, --optimizer sgd, or "
-              "--gpus N --zero 1..3 can\n",
-              (long long)states, fmt_bytes(states, b1));
-      rc = 1;
-    }
+  case ACT_BUDGET:
+    rc = report_budget(g, pl, o->run.json, out);
     break;
-  }
   case ACT_MAX_BATCH: {
     /* the largest `let batch` that fits, by recompiling with -D batch=N */
     char b1[32];
@@ -389,7 +459,12 @@ static int run_action(const Options *o, Graph *g) {
       if (strcmp(o->defs[i].name, "batch") != 0) oc.defs[oc.ndefs++] = o->defs[i];
     oc.ndefs++;
     oc.dump_after = NULL;
+    oc.cfg.budget = -1; /* compile without placement; mode 1 places */
+    oc.cfg_set |= CFG_BUDGET;
+    Placement unused;
     int64_t size = o->size_arg;
+    int64_t res_batch[2], res_peak[2], res_flops[2], res_fwd[2];
+    int res_segs[2];
     /* peak(batch) for both modes; with placement, the placed peak */
     for (int mode = 0; mode < 2; mode++) {
       int64_t lo = 0, hi = 1, best_flops = 0, best_peak = 0, best_fwd = 1;
@@ -397,7 +472,7 @@ static int run_action(const Options *o, Graph *g) {
       /* grow hi until it does not fit (at most 2^40) */
       for (;;) {
         oc.defs[oc.ndefs - 1] = (Define){"batch", hi};
-        Graph *h = compile(&oc);
+        Graph *h = compile(&oc, &unused);
         bool ok = false;
         if (h) {
           Placement r;
@@ -416,7 +491,7 @@ static int run_action(const Options *o, Graph *g) {
       while (hi - lo > 1) {
         int64_t mid = lo + (hi - lo) / 2;
         oc.defs[oc.ndefs - 1] = (Define){"batch", mid};
-        Graph *h = compile(&oc);
+        Graph *h = compile(&oc, &unused);
         bool ok = false;
         Placement r;
         if (h) ok = mode ? pass_placement(h, size, NULL, &r) : h->peak <= size;
@@ -430,11 +505,17 @@ static int run_action(const Options *o, Graph *g) {
           hi = mid;
         }
       }
+      res_batch[mode] = lo;
+      res_peak[mode] = best_peak;
+      res_flops[mode] = best_flops;
+      res_fwd[mode] = best_fwd;
+      res_segs[mode] = best_segs;
+      if (lo == 0) rc = 1;
+      if (o->run.json) continue;
       if (lo == 0) {
         fprintf(out, "%s: batch 1 does not fit in %lld B (%s)\n",
                 mode ? "with checkpoint placement" : "without checkpoints",
                 (long long)size, fmt_bytes(size, b1));
-        rc = 1;
         continue;
       }
       fprintf(out, "%s: max batch %lld, peak %lld B (%s)", mode
@@ -446,6 +527,25 @@ static int run_action(const Options *o, Graph *g) {
                 (long long)best_flops,
                 100.0 * (double)best_flops / (double)best_fwd);
       fputc('\n', out);
+    }
+    if (o->run.json) {
+      fprintf(out, "{\"model\": ");
+      json_str(out, g->model_name);
+      fprintf(out, ", \"size\": %lld, \"batch_was\": %lld", (long long)size,
+              (long long)g->batch);
+      for (int mode = 0; mode < 2; mode++) {
+        fprintf(out, ",\n \"%s\": {\"max_batch\": %lld, \"peak\": %lld",
+                mode ? "with_placement" : "without_checkpoints",
+                (long long)res_batch[mode], (long long)res_peak[mode]);
+        if (mode)
+          fprintf(out, ", \"segments\": %d, \"extra_flops\": %lld, "
+                  "\"extra_pct_forward\": %.4f", res_segs[mode],
+                  (long long)res_flops[mode],
+                  100.0 * (double)res_flops[mode] / (double)res_fwd[mode]);
+        fputc('}', out);
+      }
+      fprintf(out, "}\n");
+      break;
     }
     fprintf(out, "(budget %lld B (%s); model %s, `let batch` was %lld)\n",
             (long long)size, fmt_bytes(size, b1), g->model_name,
@@ -465,7 +565,8 @@ int main(int argc, char **argv) {
   Options o = {.device_memory = -1, .run = {.steps = 1}};
   o.cfg = graph_new()->cfg; /* the defaults */
   parse_args(argc, argv, &o);
-  Graph *g = compile(&o);
+  Placement pl;
+  Graph *g = compile(&o, &pl);
   if (!g) return 1;
-  return run_action(&o, g);
+  return run_action(&o, g, &pl);
 }

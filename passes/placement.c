@@ -19,12 +19,13 @@
  * (savings D, FLOPs spent): every constraint has the form need - D <= budget,
  * so more savings never hurts and a point dominated in both is dropped.
  *
- * Where the model is not exact (a stage that is not an op of a chain, the
- * last stage's extras partly freed inside a segment's forward) it errs on
- * the side of more memory; the chosen placement is then built and measured
- * with the real passes (pass_autodiff, pass_liveness). The verified peak is
- * the answer; if it exceeds the budget the DP runs again with the budget
- * lowered by the excess (at most a few times).
+ * The model is exact on a chain of stages (docs/placement.md): sim()
+ * simulates each piece's own buffers, recomputed copies and the crossing
+ * tensor before it with the real passes' free points; what stages before
+ * hold is U's kept bytes less D, and gradients are read off U. The chosen
+ * placement is still built and measured with the real passes
+ * (pass_autodiff, pass_liveness); if it ever exceeded the budget the DP
+ * would run again with the budget lowered by the excess.
  *
  * Worked example (a chain of four one-op stages; bytes; every stage's
  * backward reads 100 in U less what the segments save; the seed 200):
@@ -52,18 +53,19 @@
 
 #define NEG_INF INT64_MIN / 4
 
-/* One buffer of U holding forward data. */
+/* One buffer of U holding forward data (an activation's storage). */
 typedef struct {
   int64_t bytes;   /* its size */
   int stage;       /* stage of the producing node */
   int prod;        /* producing node */
-  int free_at;     /* U's free point (INT32_MAX: kept to the end) */
-  int *rd;         /* reader nodes, forward then backward (CSR into pool) */
+  bool to_end;     /* kept to the end of the step (loss, outputs) */
+  bool kept;       /* alive at U's seed: some backward step reads it */
+  int *rd;         /* reader nodes, forward then backward (into rd pool) */
   int nfwd, nbwd;  /* how many of each */
 } FBuf;
 
 typedef struct {
-  int64_t D;       /* savings in force after this boundary */
+  int64_t D;       /* savings in force for the stages after the next */
   int64_t c;       /* FLOPs of recomputation so far */
   int64_t pk;      /* largest live bytes predicted so far */
   int from;        /* previous boundary */
@@ -87,26 +89,41 @@ typedef struct {
   int nfb;
   int *fb_of_buf;      /* Buf index -> FBuf index, -1 */
   int *fwd_at, *bwd_at;/* node -> its instruction in U, -1 */
-  int seed_at;
-  int64_t *live;       /* live bytes of U's instructions */
-  int64_t *alloc_b;    /* bytes allocated by each instruction */
-  int64_t seed_live;   /* U's live bytes at the seed */
+  int seed_at;         /* U's seed instruction, -1 (no backward) */
+  int64_t *g_at;       /* other non-persistent bytes (gradients, ...) live
+                          at each U instruction, after its allocations */
+  int64_t *g_before;   /* the same before its allocations */
   int64_t floor_live;  /* U's live bytes where segments change nothing */
+  int *own_lo, *own_hi;/* per stage: U instructions it owns, forward part */
+  int *bown_lo, *bown_hi; /* and backward part (-1..-2 when none) */
+  int *anchor;         /* per stage: the U instruction before which a
+                          segment ending here is recomputed, -1 */
   /* per stage */
-  int64_t *keep;       /* bytes of its buffers alive at the seed */
-  int64_t *fwd_first, *fwd_rest, *bwd_max; /* U's live, by phase */
-  int64_t *x;          /* the tensor crossing after it, bytes (0: none) */
-  int *xbuf;           /* its FBuf, -1 */
-  bool *x_kept;        /* that tensor is alive at U's seed */
-  bool *x_cons;        /* the next stage's backward reads it */
+  int64_t *keep;       /* bytes of its buffers alive at U's seed */
+  int64_t *kte_suf;    /* bytes kept to the end by stages r.. */
+  int64_t *keep_pre;   /* keep of stages 0..r-1 */
+  int64_t *min_ge;     /* min over r' >= r of g_before[anchor[r']] + kte_suf[r'+1] */
+  int *xbuf;           /* FBuf crossing after it, -1 */
+  bool *x_cons;        /* the next stage's backward reads that tensor */
   bool *can_seg;       /* may be in a segment */
   bool *reached;       /* some node of it has a backward step */
   int64_t *flops;      /* forward FLOPs of the stage */
+  int *fbs_lo;         /* FBufs of stage r: fbs[fbs_lo[r] .. fbs_lo[r+1]) */
+  int *fbs;
   bool exact;          /* every op boundary is a chain boundary */
-  int64_t *scratch;    /* one int64 per node, for recompute_need */
+  /* scratch for sim(): the window of one piece */
+  int *widx;           /* U instruction -> window index, -1 */
+  int *wrecidx;        /* node -> window index of its recomputation */
+  int w_u0, w_u1;      /* first U instruction of each part */
+  int nw, nfw;         /* window size, forward part size */
+  int64_t *wg;         /* their non-forward bytes (gradients, kept to end) */
+  bool *wrec;          /* a recomputation (for the lower bound) */
+  int *wstage;         /* their stage */
+  int64_t *wd;         /* difference array of live bytes */
 } Model;
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 static bool is_view_node(const Graph *g, int n) {
   Op op = g->nodes[n].op;
@@ -122,12 +139,12 @@ static void rebuild(Graph *g) {
 
 /* Sets the segments: seg_end[r] = last stage of the segment starting at
  * stage r, or -1. Returns the number of segments. */
-static int apply(Model *m, const int *seg_start_end) {
+static int apply(Model *m, const int *seg_end) {
   Graph *g = m->g;
   int ns = 0;
   for (int i = 0; i < g->nnodes; i++) g->nodes[i].segment = -1;
   for (int r = 0; r < m->nst; r++) {
-    int t = seg_start_end[r];
+    int t = seg_end[r];
     if (t < 0) continue;
     for (int i = m->sb[r]; i < m->sb[t + 1]; i++) g->nodes[i].segment = ns;
     ns++;
@@ -141,19 +158,19 @@ static int apply(Model *m, const int *seg_start_end) {
 
 /* ---- the model, read off U ---------------------------------------------- */
 
+#define ALLOC(p, n) ((p) = xalloc(sizeof *(p) * (size_t)((n) > 0 ? (n) : 1)))
+
 static void build_model(Model *m, const bool *cut_ok) {
   Graph *g = m->g;
-  int nn = g->nnodes;
-  m->fb_of_buf = xalloc(sizeof(int) * (size_t)(g->nbufs ? g->nbufs : 1));
-  m->fwd_at = xalloc(sizeof(int) * (size_t)(nn ? nn : 1));
-  m->scratch = xalloc(sizeof(int64_t) * (size_t)(nn ? nn : 1));
-  m->bwd_at = xalloc(sizeof(int) * (size_t)(nn ? nn : 1));
-  m->live = xalloc(sizeof(int64_t) * (size_t)(g->nins ? g->nins : 1));
-  m->alloc_b = xalloc(sizeof(int64_t) * (size_t)(g->nins ? g->nins : 1));
+  int nn = g->nnodes, ni = g->nins;
+  ALLOC(m->fb_of_buf, g->nbufs);
+  ALLOC(m->fwd_at, nn);
+  ALLOC(m->bwd_at, nn);
+  ALLOC(m->g_at, ni);
+  ALLOC(m->g_before, ni);
   for (int i = 0; i < nn; i++) m->fwd_at[i] = m->bwd_at[i] = -1;
   m->seed_at = -1;
-  /* forward buffers */
-  m->fb = xalloc(sizeof(FBuf) * (size_t)(g->nbufs ? g->nbufs : 1));
+  ALLOC(m->fb, g->nbufs);
   for (int b = 0; b < g->nbufs; b++) {
     const Buf *x = &g->bufs[b];
     m->fb_of_buf[b] = -1;
@@ -162,23 +179,45 @@ static void build_model(Model *m, const bool *cut_ok) {
     FBuf *f = &m->fb[m->nfb];
     f->bytes = x->bytes;
     f->prod = g->vals[x->value].node;
-    f->free_at = x->free_at < 0 ? INT32_MAX : x->free_at;
+    f->to_end = x->free_at < 0;
     m->fb_of_buf[b] = m->nfb++;
+  }
+  for (int i = 0; i < ni; i++) {
+    const Instr *in = &g->ins[i];
+    if (in->kind == IK_FWD) m->fwd_at[in->node] = i;
+    if (in->kind == IK_BWD) m->bwd_at[in->node] = i;
+    if (in->kind == IK_SEED) m->seed_at = i;
+  }
+  for (int b = 0; b < g->nbufs; b++) {
+    int f = m->fb_of_buf[b];
+    if (f >= 0)
+      m->fb[f].kept = m->fb[f].to_end ||
+                      (m->seed_at >= 0 && g->bufs[b].free_at >= m->seed_at);
+  }
+  /* the other non-persistent buffers (gradients, gathered copies): their
+   * live bytes do not depend on the segments, only on U's instruction */
+  {
+    int64_t *da = xalloc(sizeof(int64_t) * (size_t)(ni + 1));
+    int64_t *df = xalloc(sizeof(int64_t) * (size_t)(ni + 1));
+    for (int b = 0; b < g->nbufs; b++) {
+      const Buf *x = &g->bufs[b];
+      if (x->persistent || m->fb_of_buf[b] >= 0) continue;
+      da[x->alloc_at] += x->bytes;
+      if (x->free_at >= 0) df[x->free_at] += x->bytes;
+    }
+    int64_t live = 0;
+    for (int i = 0; i < ni; i++) {
+      m->g_before[i] = live;
+      live += da[i];
+      m->g_at[i] = live;
+      live -= df[i];
+    }
   }
   /* readers, counted then filled (forward first) */
   int *cnt = xalloc(sizeof(int) * (size_t)(m->nfb ? m->nfb : 1));
   for (int pass = 0; pass < 3; pass++) {
-    for (int i = 0; i < g->nins; i++) {
+    for (int i = 0; i < ni; i++) {
       const Instr *in = &g->ins[i];
-      if (pass == 0) {
-        int64_t a = 0;
-        for (int k = 0; k < in->nalloc; k++) a += g->bufs[in->alloc[k]].bytes;
-        m->alloc_b[i] = a;
-        m->live[i] = in->live;
-        if (in->kind == IK_FWD) m->fwd_at[in->node] = i;
-        if (in->kind == IK_BWD) m->bwd_at[in->node] = i;
-        if (in->kind == IK_SEED) m->seed_at = i;
-      }
       if (in->kind != IK_FWD && in->kind != IK_BWD) continue;
       bool bwd = in->kind == IK_BWD;
       for (int k = 0; k < in->nin; k++) {
@@ -192,10 +231,8 @@ static void build_model(Model *m, const bool *cut_ok) {
       }
     }
     if (pass == 0)
-      for (int f = 0; f < m->nfb; f++) {
-        int n = m->fb[f].nfwd + m->fb[f].nbwd;
-        m->fb[f].rd = xalloc(sizeof(int) * (size_t)(n ? n : 1));
-      }
+      for (int f = 0; f < m->nfb; f++)
+        ALLOC(m->fb[f].rd, m->fb[f].nfwd + m->fb[f].nbwd);
   }
   /* chain boundaries: after node j, how many buffers produced at or before
    * j are read after it (difference arrays: count and sum of ids) */
@@ -203,16 +240,16 @@ static void build_model(Model *m, const bool *cut_ok) {
   int64_t *ds = xalloc(sizeof(int64_t) * (size_t)(nn + 1));
   for (int f = 0; f < m->nfb; f++) {
     const FBuf *x = &m->fb[f];
-    int last = x->prod;
+    int last = x->to_end ? nn : x->prod;
     for (int k = 0; k < x->nfwd + x->nbwd; k++)
       if (x->rd[k] > last) last = x->rd[k];
     if (last > x->prod) {
-      dc[x->prod]++, dc[last]--;
-      ds[x->prod] += f + 1, ds[last] -= f + 1;
+      dc[x->prod]++, dc[last < nn ? last : nn]--;
+      ds[x->prod] += f + 1, ds[last < nn ? last : nn] -= f + 1;
     }
   }
-  m->sb = xalloc(sizeof(int) * (size_t)(nn + 2));
-  m->stage_of = xalloc(sizeof(int) * (size_t)(nn ? nn : 1));
+  ALLOC(m->sb, nn + 2);
+  ALLOC(m->stage_of, nn);
   int *xb = xalloc(sizeof(int) * (size_t)(nn + 1));
   m->exact = true;
   int64_t c = 0, s = 0;
@@ -230,145 +267,255 @@ static void build_model(Model *m, const bool *cut_ok) {
     }
   }
   int ns = m->nst;
-  m->keep = xalloc(sizeof(int64_t) * (size_t)(ns + 1));
-  m->fwd_first = xalloc(sizeof(int64_t) * (size_t)(ns + 1));
-  m->fwd_rest = xalloc(sizeof(int64_t) * (size_t)(ns + 1));
-  m->bwd_max = xalloc(sizeof(int64_t) * (size_t)(ns + 1));
-  m->x = xalloc(sizeof(int64_t) * (size_t)(ns + 1));
-  m->xbuf = xalloc(sizeof(int) * (size_t)(ns + 1));
-  m->x_kept = xalloc(sizeof(bool) * (size_t)(ns + 1));
-  m->x_cons = xalloc(sizeof(bool) * (size_t)(ns + 1));
-  m->can_seg = xalloc(sizeof(bool) * (size_t)(ns + 1));
-  m->reached = xalloc(sizeof(bool) * (size_t)(ns + 1));
-  m->flops = xalloc(sizeof(int64_t) * (size_t)(ns + 1));
+  ALLOC(m->keep, ns + 1);
+  ALLOC(m->kte_suf, ns + 2);
+  ALLOC(m->keep_pre, ns + 2);
+  ALLOC(m->min_ge, ns + 1);
+  ALLOC(m->xbuf, ns + 1);
+  ALLOC(m->x_cons, ns + 1);
+  ALLOC(m->can_seg, ns + 1);
+  ALLOC(m->reached, ns + 1);
+  ALLOC(m->flops, ns + 1);
+  ALLOC(m->own_lo, ns + 1);
+  ALLOC(m->own_hi, ns + 1);
+  ALLOC(m->bown_lo, ns + 1);
+  ALLOC(m->bown_hi, ns + 1);
+  ALLOC(m->anchor, ns + 1);
+  ALLOC(m->fbs_lo, ns + 2);
+  ALLOC(m->fbs, m->nfb);
   for (int f = 0; f < m->nfb; f++) {
     FBuf *x = &m->fb[f];
     x->stage = m->stage_of[x->prod];
+    m->fbs_lo[x->stage + 1]++;
+    if (x->kept) m->keep[x->stage] += x->bytes;
+    if (x->to_end) m->kte_suf[x->stage] += x->bytes;
+  }
+  for (int r = 0; r < ns; r++) m->fbs_lo[r + 1] += m->fbs_lo[r];
+  {
+    int *fill = xalloc(sizeof(int) * (size_t)(ns + 1));
+    for (int f = 0; f < m->nfb; f++) {
+      int r = m->fb[f].stage;
+      m->fbs[m->fbs_lo[r] + fill[r]++] = f;
+    }
+  }
+  for (int r = ns - 1; r >= 0; r--) m->kte_suf[r] += m->kte_suf[r + 1];
+  for (int r = 0; r < ns; r++) m->keep_pre[r + 1] = m->keep_pre[r] + m->keep[r];
+  /* which stage owns each U instruction: that of the node of the last
+   * forward or backward step at or before it (the seed and the optimizer
+   * updates between backward steps go with the step before them) */
+  for (int r = 0; r < ns; r++) {
+    m->own_lo[r] = m->bown_lo[r] = INT32_MAX;
+    m->own_hi[r] = m->bown_hi[r] = -1;
+  }
+  int owner = -1;
+  for (int i = 0; i < ni; i++) {
+    const Instr *in = &g->ins[i];
+    if (in->kind == IK_FWD || in->kind == IK_BWD) owner = m->stage_of[in->node];
+    if (owner < 0) continue; /* nothing before the first op */
+    bool bwd = m->seed_at >= 0 && i > m->seed_at;
+    int *lo = bwd ? &m->bown_lo[owner] : &m->own_lo[owner];
+    int *hi = bwd ? &m->bown_hi[owner] : &m->own_hi[owner];
+    if (i < *lo) *lo = i;
+    if (i > *hi) *hi = i;
   }
   for (int r = 0; r < ns; r++) {
     m->can_seg[r] = m->seed_at >= 0;
-    m->fwd_first[r] = m->fwd_rest[r] = m->bwd_max[r] = NEG_INF;
-    bool first = true, reached = false;
+    m->anchor[r] = r > 0 ? m->anchor[r - 1] : -1;
     for (int i = m->sb[r]; i < m->sb[r + 1]; i++) {
       int64_t fl = op_flops(g, i);
       m->flops[r] = fl > INT64_MAX - m->flops[r] ? INT64_MAX : m->flops[r] + fl;
-      if (m->fwd_at[i] >= 0) {
-        int64_t l = m->live[m->fwd_at[i]];
-        if (first) m->fwd_first[r] = l;
-        else m->fwd_rest[r] = max64(m->fwd_rest[r], l);
-        first = false;
-      }
       if (m->bwd_at[i] >= 0) {
-        m->bwd_max[r] = max64(m->bwd_max[r], m->live[m->bwd_at[i]]);
-        reached = true;
+        m->reached[r] = true;
+        m->anchor[r] = m->bwd_at[i]; /* the last reached node's step */
       }
       if (!is_view_node(g, i))
         for (int o = 0; o < g->nodes[i].nout; o++)
           if (g->vals[g->nodes[i].out[o]].is_output) m->can_seg[r] = false;
     }
-    m->reached[r] = reached;
     m->xbuf[r] = xb[r];
     if (xb[r] >= 0) {
       const FBuf *x = &m->fb[xb[r]];
-      m->x[r] = x->bytes;
-      m->x_kept[r] = m->seed_at >= 0 && x->free_at >= m->seed_at;
       for (int k = x->nfwd; k < x->nfwd + x->nbwd; k++)
-        if (m->stage_of[x->rd[k]] == r + 1) m->x_cons[r] = true;
+        if (m->stage_of[x->rd[k]] > r) m->x_cons[r] = true;
     }
   }
-  for (int f = 0; f < m->nfb; f++) {
-    const FBuf *x = &m->fb[f];
-    if (x->free_at == INT32_MAX) m->can_seg[x->stage] = false;
-    else if (m->seed_at >= 0 && x->free_at >= m->seed_at)
-      m->keep[x->stage] += x->bytes; /* the crossing tensor included */
+  for (int f = 0; f < m->nfb; f++)
+    if (m->fb[f].to_end) m->can_seg[m->fb[f].stage] = false;
+  int64_t mn = INT64_MAX / 4;
+  for (int r = ns - 1; r >= 0; r--) {
+    if (m->anchor[r] >= 0)
+      mn = min64(mn, m->g_before[m->anchor[r]] + m->kte_suf[r + 1]);
+    m->min_ge[r] = mn;
   }
-  m->seed_live = m->seed_at >= 0 ? m->live[m->seed_at] : 0;
   /* what segments cannot change: everything after the last backward step
    * (the optimizer), and the persistent bytes */
   int last_bwd = m->seed_at;
-  for (int i = 0; i < g->nins; i++)
+  for (int i = 0; i < ni; i++)
     if (g->ins[i].kind == IK_BWD) last_bwd = i;
   m->floor_live = g->persistent_bytes;
-  for (int i = last_bwd + 1; m->seed_at >= 0 && i < g->nins; i++)
-    m->floor_live = max64(m->floor_live, m->live[i]);
+  for (int i = last_bwd + 1; m->seed_at >= 0 && i < ni; i++)
+    m->floor_live = max64(m->floor_live, g->ins[i].live);
   if (m->seed_at < 0) m->floor_live = g->peak;
+  ALLOC(m->widx, ni);
+  for (int u = 0; u < ni; u++) m->widx[u] = -1;
+  ALLOC(m->wrecidx, nn);
+  ALLOC(m->wg, 2 * ni + nn);
+  ALLOC(m->wrec, 2 * ni + nn);
+  ALLOC(m->wstage, 2 * ni + nn);
+  ALLOC(m->wd, 2 * ni + nn + 1);
 }
 
-/* ---- one segment's own terms --------------------------------------------- */
+/* ---- one piece, simulated ------------------------------------------------ */
 
-typedef struct {
-  int64_t need_fb;  /* forward and backward of its stages (monotone in t) */
-  int64_t need_rec; /* its recomputation */
-  int64_t save;     /* savings in force after it */
-} SegTerms;
-
-/* Input tensor kept longer than in U: the crossing before stage i, when U
- * freed it in the forward. */
-static int64_t extra_in(const Model *m, int i) {
-  return i > 0 && m->xbuf[i - 1] >= 0 && !m->x_kept[i - 1] ? m->x[i - 1] : 0;
+/* Where an event of the schedule with segments falls in the window of a
+ * piece (its instructions in order: forward part, recomputation, backward
+ * part): its index, or for an event outside the window, the index of the
+ * last window instruction before it (-1: before them all). */
+static int w_ins(const Model *m, int u) {
+  if (m->widx[u] >= 0) return m->widx[u];
+  if (u < m->w_u0) return -1;
+  if (u < m->w_u1) return m->nfw - 1; /* between the two parts */
+  return m->nw - 1;
 }
 
-/* The live bytes of the recomputation of segment [i..t], before any
- * savings D of earlier segments are taken off. */
-static int64_t recompute_need(const Model *m, int i, int t, int64_t ein) {
+/* Adds `bytes` over the window instructions a..z (indices). */
+static void w_add(Model *m, int a, int z, int64_t bytes) {
+  if (a < 0) a = 0;
+  if (a > z) return;
+  m->wd[a] += bytes;
+  m->wd[z + 1] -= bytes;
+}
+
+/* The live bytes of every instruction of the piece that covers stages
+ * i..j (a segment if seg, else the one stage i == j), with the piece
+ * before it a segment if b, exactly as the real passes would count them,
+ * less the savings D of the pieces before (see the top of this file).
+ * Returns the largest; *lb gets a lower bound of that figure for every
+ * segment [i..j'] with j' >= j (the forward steps and the recomputation of
+ * the stages before j do not depend on j'). */
+static int64_t sim(Model *m, int i, int j, bool b, bool seg, int64_t *lb) {
   const Graph *g = m->g;
-  int lo = m->sb[i], hi = m->sb[t + 1] - 1;
-  int u0 = -1;
-  for (int n = hi; n >= lo && u0 < 0; n--)
-    if (m->bwd_at[n] >= 0) u0 = m->bwd_at[n];
-  for (int n = lo; n <= hi; n++)
-    if (m->bwd_at[n] >= 0 && m->bwd_at[n] < u0) u0 = m->bwd_at[n];
-  if (u0 < 0) return NEG_INF;
-  int64_t live = m->live[u0] - m->alloc_b[u0] + ein;
-  /* U keeps the segment's saved buffers here; the recomputation rebuilds
-   * them */
-  for (int n = lo; n <= hi; n++) {
-    if (is_view_node(g, n)) continue;
-    for (int o = 0; o < g->nodes[n].nout; o++) {
-      int f = m->fb_of_buf[g->val_buf[g->nodes[n].out[o]]];
-      if (f >= 0 && m->fb[f].free_at >= u0) live -= m->fb[f].bytes;
+  int lo_n = m->sb[i], hi_n = m->sb[j + 1]; /* the piece's nodes */
+  int anchor = seg ? m->anchor[j] : -1;
+  if (seg && anchor >= 0 && m->stage_of[g->ins[anchor].node] < i) anchor = -1;
+  /* the window: forward part, recomputation, backward part */
+  int nw = 0;
+  m->w_u0 = INT32_MAX;
+  for (int r = i; r <= j; r++)
+    for (int u = m->own_lo[r]; u <= m->own_hi[r]; u++) {
+      if (u < m->w_u0) m->w_u0 = u;
+      m->widx[u] = nw;
+      m->wg[nw] = m->g_at[u] + (u >= m->seed_at ? m->kte_suf[j + 1] : 0);
+      m->wrec[nw] = false;
+      m->wstage[nw++] = r;
     }
+  m->nfw = nw;
+  if (anchor >= 0)
+    for (int n = lo_n; n < hi_n; n++) {
+      if (is_view_node(g, n)) continue;
+      m->wrecidx[n] = nw;
+      m->wg[nw] = m->g_before[anchor] + m->kte_suf[j + 1];
+      m->wrec[nw] = true;
+      m->wstage[nw++] = m->stage_of[n];
+    }
+  m->w_u1 = INT32_MAX;
+  for (int r = j; r >= i; r--)
+    for (int u = m->bown_lo[r]; u <= m->bown_hi[r]; u++) {
+      if (u < m->w_u1) m->w_u1 = u;
+      m->widx[u] = nw;
+      m->wg[nw] = m->g_at[u] + m->kte_suf[j + 1];
+      m->wrec[nw] = false;
+      m->wstage[nw++] = r;
+    }
+  /* with no backward part, what follows the forward part is after it */
+  if (m->w_u1 == INT32_MAX) m->w_u1 = m->w_u0 == INT32_MAX ? 0 : m->w_u0;
+  if (anchor >= 0 && anchor < m->w_u1) m->w_u1 = anchor;
+  m->nw = nw;
+  if (nw == 0) {
+    *lb = NEG_INF;
+    return NEG_INF;
   }
-  int64_t peak = NEG_INF;
-  int xin = i > 0 ? m->xbuf[i - 1] : -1;
-  int xin_last = -1;
-  if (ein && xin >= 0)
-    for (int k = 0; k < m->fb[xin].nfwd; k++) {
-      int r = m->fb[xin].rd[k];
-      if (r >= lo && r <= hi && r > xin_last) xin_last = r;
-    }
-  /* when each copy dies: after its last reader in the recomputation,
-   * unless a backward step of the segment reads it (then it outlives it) */
-  int64_t *dies = m->scratch;
-  memset(dies, 0, sizeof(int64_t) * (size_t)(hi - lo + 1));
-  for (int p = lo; p <= hi; p++) {
-    if (is_view_node(g, p)) continue;
-    for (int o = 0; o < g->nodes[p].nout; o++) {
-      int f = m->fb_of_buf[g->val_buf[g->nodes[p].out[o]]];
-      if (f < 0) continue;
-      const FBuf *x = &m->fb[f];
-      bool bwd = false;
-      int last = p;
-      for (int k = 0; k < x->nfwd; k++)
-        if (x->rd[k] <= hi && x->rd[k] > last) last = x->rd[k];
-      for (int k = x->nfwd; k < x->nfwd + x->nbwd; k++)
-        if (x->rd[k] >= lo && x->rd[k] <= hi) bwd = true;
-      if (!bwd) dies[last - lo] += x->bytes;
-    }
-  }
-  for (int n = lo; n <= hi; n++) {
-    if (!is_view_node(g, n)) {
-      const Node *nd = &g->nodes[n];
-      for (int o = 0; o < nd->nout; o++) {
-        int f = m->fb_of_buf[g->val_buf[nd->out[o]]];
-        if (f >= 0) live += m->fb[f].bytes;
+  memset(m->wd, 0, sizeof(int64_t) * (size_t)(nw + 1));
+  int end = nw - 1 + 1; /* kept to the end: past the window */
+  /* the crossing tensor before the piece (its other buffers are constant) */
+  int64_t cst = g->persistent_bytes + (i >= 2 ? m->keep_pre[i - 1] : 0);
+  if (i > 0) {
+    int xf = m->xbuf[i - 1];
+    int64_t xk = xf >= 0 && m->fb[xf].kept ? m->fb[xf].bytes : 0;
+    if (!b) cst += m->keep[i - 1] - xk;
+    if (xf >= 0) {
+      const FBuf *x = &m->fb[xf];
+      int z = x->to_end ? end : -1;
+      for (int k = 0; k < x->nfwd; k++) {
+        int n = x->rd[k];
+        z = z > w_ins(m, m->fwd_at[n]) ? z : w_ins(m, m->fwd_at[n]);
+        if (anchor >= 0 && n >= lo_n && n < hi_n && m->wrecidx[n] > z)
+          z = m->wrecidx[n];
       }
-      peak = max64(peak, live);
+      for (int k = x->nfwd; k < x->nfwd + x->nbwd; k++) {
+        int n = x->rd[k];
+        if (n < lo_n && b) continue; /* the segment before reads its copy */
+        int w = w_ins(m, m->bwd_at[n]);
+        if (w > z) z = w;
+      }
+      w_add(m, 0, z < nw ? z : nw - 1, x->bytes);
     }
-    live -= dies[n - lo];
-    if (n == xin_last) live -= ein;
   }
-  return peak;
+  /* the piece's own buffers, and their recomputed copies */
+  for (int k0 = m->fbs_lo[i]; k0 < m->fbs_lo[j + 1]; k0++) {
+    const FBuf *x = &m->fb[m->fbs[k0]];
+    int a = w_ins(m, m->fwd_at[x->prod]);
+    int z = x->to_end ? nw - 1 : a;
+    int ra = anchor >= 0 ? m->wrecidx[x->prod] : 0, rz = ra;
+    for (int k = 0; k < x->nfwd; k++) {
+      int n = x->rd[k];
+      int w = w_ins(m, m->fwd_at[n]);
+      if (w > z) z = w;
+      if (anchor >= 0 && n < hi_n && m->wrecidx[n] > rz) rz = m->wrecidx[n];
+    }
+    for (int k = x->nfwd; k < x->nfwd + x->nbwd; k++) {
+      int n = x->rd[k];
+      int w = w_ins(m, m->bwd_at[n]);
+      if (seg && n < hi_n) {
+        if (anchor >= 0 && w > rz) rz = w;
+      } else if (w > z) {
+        z = w;
+      }
+    }
+    w_add(m, a, z, x->bytes);
+    if (anchor >= 0) w_add(m, ra, rz, x->bytes);
+  }
+  int64_t live = 0, pk = NEG_INF, low = NEG_INF;
+  int64_t gdiff = anchor >= 0 ? m->min_ge[j] - (m->g_before[anchor] +
+                                                m->kte_suf[j + 1])
+                              : 0;
+  for (int w = 0; w < nw; w++) {
+    live += m->wd[w];
+    int64_t l = cst + m->wg[w] + live;
+    pk = max64(pk, l);
+    if (w < m->nfw) low = max64(low, l);
+    else if (m->wrec[w] && m->wstage[w] < j) low = max64(low, l + gdiff);
+  }
+  /* reset the index maps */
+  for (int r = i; r <= j; r++) {
+    for (int u = m->own_lo[r]; u <= m->own_hi[r]; u++) m->widx[u] = -1;
+    for (int u = m->bown_lo[r]; u <= m->bown_hi[r]; u++) m->widx[u] = -1;
+  }
+  *lb = low;
+  return pk;
+}
+
+/* Savings, for the stages after the next, of stage i-1's buffers once the
+ * piece at i is chosen (b: stage i-1 ended a segment; seg: the piece at i
+ * is one). */
+static int64_t save_before(const Model *m, int i, bool b, bool seg) {
+  if (i == 0) return 0;
+  int xf = m->xbuf[i - 1];
+  int64_t x = xf >= 0 ? m->fb[xf].bytes : 0;
+  bool kept = xf >= 0 && m->fb[xf].kept;
+  bool alive = xf >= 0 && ((b ? m->x_cons[i - 1] : kept) || seg);
+  int64_t far = (b ? 0 : m->keep[i - 1] - (kept ? x : 0)) + (alive ? x : 0);
+  return m->keep[i - 1] - far;
 }
 
 /* ---- the dynamic program ------------------------------------------------- */
@@ -379,7 +526,7 @@ static void front_prune(Front *f);
  * of the Pareto front. */
 static void front_push(Front *f, Ent e) {
   *VEC_PUSH(f->a, f->n, f->cap) = e;
-  if (f->n > 2 * f->pruned + 256) {
+  if (f->n > 4 * f->pruned + 1024) {
     front_prune(f);
     f->pruned = f->n;
   }
@@ -388,8 +535,7 @@ static void front_push(Front *f, Ent e) {
 static int ent_cmp(const void *pa, const void *pb) {
   const Ent *a = pa, *b = pb;
   if (a->D != b->D) return a->D > b->D ? -1 : 1;
-  if (a->c != b->c) return a->c < b->c ? -1 : 1;
-  return a->pk < b->pk ? -1 : a->pk > b->pk;
+  return (a->c > b->c) - (a->c < b->c);
 }
 
 /* Keeps the Pareto points: D descending, c strictly descending. */
@@ -402,88 +548,58 @@ static void front_prune(Front *f) {
   f->n = k;
 }
 
-/* Minimum-FLOPs placement with model peak <= B. Fills seg_end (per stage:
- * last stage of the segment starting there, or -1) and returns true, or
- * returns false when none fits the model. */
-static bool dp(const Model *m, int64_t B, int *seg_end, int64_t *cost,
+/* Minimum-FLOPs placement with peak <= B. Fills seg_end (per stage: last
+ * stage of the segment starting there, or -1) and returns true, or returns
+ * false when none fits. */
+static bool dp(Model *m, int64_t B, int *seg_end, int64_t *cost,
                int64_t *model_peak) {
   int ns = m->nst;
   if (m->floor_live > B) return false;
   Front *fr = xalloc(sizeof(Front) * (size_t)(2 * (ns + 1)));
   front_push(&fr[0], (Ent){.D = 0, .c = 0, .pk = m->floor_live, .from = -1,
                            .from_bit = 0, .from_e = -1, .seg = -1});
-  int64_t *pre = xalloc(sizeof(int64_t) * (size_t)(ns + 1));
   for (int i = 0; i < ns; i++) {
     for (int bit = 0; bit < 2; bit++) {
       Front *f = &fr[2 * i + bit];
       front_prune(f);
       if (f->n == 0) continue;
-      int64_t dmax = f->a[0].D;
+      int64_t dmax = f->a[0].D, lb;
       /* one stage, not in a segment */
-      int64_t adj = bit && m->x_kept[i - 1] && !m->x_cons[i - 1] &&
-                            m->xbuf[i - 1] >= 0
-                        ? m->x[i - 1]
-                        : 0;
-      int64_t fneed = max64(m->fwd_first[i], m->fwd_rest[i]);
+      int64_t need = sim(m, i, i, bit, false, &lb);
+      int64_t sv = save_before(m, i, bit, false);
       for (int e = 0; e < f->n; e++) {
         const Ent *p = &f->a[e];
-        int64_t l = max64(fneed - p->D, m->bwd_max[i] - p->D - adj);
-        if (l > B) continue;
+        if (need - p->D > B) break; /* D only falls from here */
         front_push(&fr[2 * (i + 1)],
-                   (Ent){.D = p->D + adj, .c = p->c, .pk = max64(p->pk, l),
-                         .from = i, .from_bit = bit, .from_e = e, .seg = -1});
+                   (Ent){.D = p->D + sv, .c = p->c,
+                         .pk = max64(p->pk, need - p->D), .from = i,
+                         .from_bit = bit, .from_e = e, .seg = -1});
       }
       /* a segment [i..t] */
-      if (!m->can_seg[i]) continue;
-      int64_t ein = extra_in(m, i);
-      int64_t need_fb = max64(m->fwd_first[i], m->fwd_rest[i] + ein);
-      int64_t keep = 0, flops = 0, pre2 = 0;
+      int64_t sv0 = save_before(m, i, bit, true), inner = 0, flops = 0;
       bool any_reached = false;
       for (int t = i; t < ns && m->can_seg[t]; t++) {
-        /* what U keeps of the segment's stages before t, freed by now:
-         * all of stages i..t-2, and stage t-1 but for its output */
-        if (t >= i + 1) {
-          int64_t last = m->keep[t - 1] -
-                         (m->xbuf[t - 1] >= 0 && m->x_kept[t - 1] ? m->x[t - 1]
-                                                                  : 0);
-          pre[t] = (t >= i + 2 ? pre2 : 0) + last;
-          pre2 += m->keep[t - 1];
-        } else {
-          pre[t] = 0;
-          pre2 = 0;
-        }
-        if (t > i)
-          need_fb = max64(need_fb, m->fwd_first[t] - pre[t] + ein);
-        if (t > i)
-          need_fb = max64(need_fb, m->fwd_rest[t] - pre[t] + ein);
-        need_fb = max64(need_fb, m->bwd_max[t]);
-        if (need_fb - dmax > B) break;
-        keep += m->keep[t];
+        if (t > i) inner += m->keep[t - 1];
         flops = m->flops[t] > INT64_MAX - flops ? INT64_MAX : flops + m->flops[t];
         any_reached |= m->reached[t];
+        need = sim(m, i, t, bit, true, &lb);
+        /* no longer segment from i fits any entry */
+        if (lb - dmax > B) break;
         /* a segment no backward step reaches is never recomputed: it is
          * the same as no segment */
         if (!any_reached) continue;
-        int64_t need_rec = recompute_need(m, i, t, ein);
-        /* prune: on a chain the recomputation of a longer segment holds
-         * at least what a shorter one does (each stage adds what it saves) */
-        if (need_rec - dmax > B) break;
-        int64_t need = max64(need_fb, need_rec);
-        int64_t save = keep - (m->xbuf[t] >= 0 && m->x_kept[t] ? m->x[t] : 0)
-                       - ein;
         for (int e = 0; e < f->n; e++) {
           const Ent *p = &f->a[e];
-          if (need - p->D > B) break; /* D only falls from here */
+          if (need - p->D > B) break;
           int64_t c = p->c > INT64_MAX - flops ? INT64_MAX : p->c + flops;
           front_push(&fr[2 * (t + 1) + 1],
-                     (Ent){.D = p->D + save, .c = c,
+                     (Ent){.D = p->D + sv0 + inner, .c = c,
                            .pk = max64(p->pk, need - p->D), .from = i,
                            .from_bit = bit, .from_e = e, .seg = t});
         }
       }
     }
   }
-  /* the seed, after every forward */
   int best_bit = -1, best_e = -1;
   int64_t best_c = INT64_MAX, best_pk = 0;
   for (int bit = 0; bit < 2; bit++) {
@@ -491,11 +607,8 @@ static bool dp(const Model *m, int64_t B, int *seg_end, int64_t *cost,
     front_prune(f);
     for (int e = 0; e < f->n; e++) {
       const Ent *p = &f->a[e];
-      int64_t l = m->seed_at >= 0 ? m->seed_live - p->D : NEG_INF;
-      if (l > B) continue;
-      int64_t pk = max64(p->pk, l);
-      if (p->c < best_c || (p->c == best_c && pk < best_pk)) {
-        best_c = p->c, best_pk = pk, best_bit = bit, best_e = e;
+      if (p->c < best_c || (p->c == best_c && p->pk < best_pk)) {
+        best_c = p->c, best_pk = p->pk, best_bit = bit, best_e = e;
       }
     }
   }

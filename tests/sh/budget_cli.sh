@@ -53,5 +53,27 @@ m=$(echo "$out" | sed -n 's/^with checkpoint placement: max batch \([0-9]*\),.*/
 "$MDLC" --budget $size -D batch=$((m + 1)) $ex >/dev/null && fail "placed batch $((m+1)) fits too"
 [ "$m" -ge "$n" ] || fail "placement lowers the max batch ($m < $n)"
 
+# the train block's `budget` places checkpoints in the pipeline: --peak on
+# the model with `budget B` written in reports --budget B's placed peak
+b=$((base * 5 / 8))
+want=$("$MDLC" --budget $b $ex | placed_of)
+T=$(mktemp -d "${TMPDIR:-/tmp}/budget.XXXXXX")
+sed "s/^train {/train {\n  budget $b/" $ex >"$T/m.mdl"
+grep -q "budget $b" "$T/m.mdl" || fail "could not write the train block"
+got=$("$MDLC" --peak "$T/m.mdl" | sed -n 's/^peak: \([0-9]*\) B.*/\1/p')
+[ -n "$want" ] && [ "$got" = "$want" ] ||
+  fail "train-block budget: --peak $got, --budget placed $want"
+rm -rf "$T"
+
+# --json: one document with the same figures
+j=$("$MDLC" --budget $b --json $ex)
+echo "$j" | grep -q "\"peak\": $want," || fail "--budget --json: $j"
+echo "$j" | grep -q '"fits": true' || fail "--budget --json fits: $j"
+j=$("$MDLC" --budget 1MiB --json $ex)
+[ $? -eq 1 ] || fail "--budget 1MiB --json should exit 1"
+echo "$j" | grep -q '"smallest_peak": ' || fail "--json: no smallest peak"
+j=$("$MDLC" --max-batch $size --json $ex)
+echo "$j" | grep -q "\"max_batch\": $m," || fail "--max-batch --json: $j"
+
 [ $fails -eq 0 ] || exit 1
 echo "budget_cli: budgets and max batch verified against --peak"
