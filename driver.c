@@ -278,9 +278,13 @@ known:;
   DUMP("precision", false);
   memset(pl, 0, sizeof *pl);
   if (g->cfg.budget >= 0 && !g->cfg.infer) {
-    /* placement builds the step (pass_autodiff, pass_liveness) itself */
-    pass_placement(g, g->cfg.budget, NULL, pl);
-    if (!pl->fits && o->action != ACT_BUDGET && o->action != ACT_MAX_BATCH) {
+    /* placement builds the step (pass_autodiff, pass_liveness) itself;
+     * --emit-mdl allows only the boundaries the source can write */
+    const bool *cut = o->action == ACT_EMIT_MDL
+                          ? mdl_cut_points(g, o->defs, o->ndefs) : NULL;
+    pass_placement(g, g->cfg.budget, cut, pl);
+    if (!pl->fits && o->action != ACT_BUDGET && o->action != ACT_MAX_BATCH &&
+        o->action != ACT_EMIT_MDL) {
       char b1[32], b2[32];
       fprintf(stderr, "mdlc: note: budget %lld B (%s) cannot be met; using "
               "the smallest peak found, %lld B (%s)\n",
@@ -552,8 +556,49 @@ static int run_action(const Options *o, Graph *g, const Placement *pl) {
             (long long)g->batch);
     break;
   }
-  case ACT_EMIT_MDL:
-    die_usage("--emit-mdl is not implemented yet in mdlc %s", MDLC_VERSION);
+  case ACT_EMIT_MDL: {
+    /* the source with the placed checkpoints; a header comment says what
+     * was placed (exit 1 when the budget cannot be met: the smallest peak
+     * found is written) */
+    char b1[32], b2[32];
+    if (g->cfg.infer)
+      die_usage("--emit-mdl places checkpoints for training; --infer has "
+                "no backward pass");
+    if (g->cfg.budget < 0)
+      die_usage("--emit-mdl writes the checkpoints placed for a budget: give "
+                "--budget SIZE, or `budget` in the train block");
+    StrBuf h = {0};
+    sb_printf(&h, "# mdlc --emit-mdl: budget %lld B (%s): %s%d segment%s, "
+              "peak %lld B (%s), %lld FLOPs recomputed (%.2f%% of the "
+              "forward)\n", (long long)g->cfg.budget,
+              fmt_bytes(g->cfg.budget, b1),
+              pl->fits ? "" : "CANNOT FIT, smallest peak found: ",
+              pl->nsegments, pl->nsegments == 1 ? "" : "s",
+              (long long)pl->peak, fmt_bytes(pl->peak, b2),
+              (long long)pl->extra_flops,
+              100.0 * (double)pl->extra_flops /
+                  (double)(pl->fwd_flops > 0 ? pl->fwd_flops : 1));
+    sb_printf(&h, "# (segments only at boundaries the source can write: "
+              "between model statements and between the calls of a "
+              "repeat)\n");
+    if (o->ndefs) {
+      sb_printf(&h, "# placed with");
+      for (int i = 0; i < o->ndefs; i++)
+        sb_printf(&h, " -D %s=%lld", o->defs[i].name,
+                  (long long)o->defs[i].value);
+      sb_printf(&h, ": compile it with the same\n");
+    }
+    mdl_emit(g, o->defs, o->ndefs, h.s, out);
+    if (!pl->fits) {
+      fprintf(stderr, "mdlc: budget %lld B (%s) cannot be met at the "
+              "boundaries the source can write; the smallest peak found is "
+              "%lld B (%s)\n", (long long)g->cfg.budget,
+              fmt_bytes(g->cfg.budget, b1), (long long)pl->peak,
+              fmt_bytes(pl->peak, b2));
+      rc = 1;
+    }
+    break;
+  }
   }
   if (out != stdout && fclose(out) != 0)
     die_usage("-o: writing '%s' failed", o->run.out_path);

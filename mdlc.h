@@ -631,6 +631,21 @@ bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
                     Placement *res);
 
 /* ======================================================================
+ * backend/emit_mdl.c: --emit-mdl, the source with placed checkpoints
+ * ====================================================================== */
+
+/* Per node of g's forward graph: whether the source can write a segment
+ * boundary right before it (between model-level statements, between the
+ * calls of a `NAME = repeat N B(NAME0, ...)`): the cut_ok of
+ * pass_placement. defs: the -D overrides (for repeat counts). */
+bool *mdl_cut_points(const Graph *g, const Define *defs, int ndefs);
+/* Prints header, then the source with g's segments written in (placed
+ * with mdl_cut_points' boundaries): repeats split, `checkpoint` calls and
+ * blocks; the source's own checkpoints and train `budget` removed. */
+void mdl_emit(const Graph *g, const Define *defs, int ndefs,
+              const char *header, FILE *f);
+
+/* ======================================================================
  * backend/report.c, backend/timeline.c: what --peak, --ops, --timeline print
  * ====================================================================== */
 

@@ -80,6 +80,13 @@ typedef struct {
   int pruned;      /* size after the last pruning */
 } Front;
 
+/* Scratch of front_prune, kept across calls (malloc'd, freed by dp). */
+typedef struct {
+  Ent *tmp;
+  int *run;
+  int cap;
+} Scratch;
+
 typedef struct {
   Graph *g;
   int nst;             /* stages */
@@ -520,31 +527,72 @@ static int64_t save_before(const Model *m, int i, bool b, bool seg) {
 
 /* ---- the dynamic program ------------------------------------------------- */
 
-static void front_prune(Front *f);
+static void front_prune(Scratch *sc, Front *f);
 
 /* Adds a candidate; prunes as the list doubles, so it stays near the size
  * of the Pareto front. */
-static void front_push(Front *f, Ent e) {
-  *VEC_PUSH(f->a, f->n, f->cap) = e;
+static void front_push(Scratch *sc, Front *f, Ent e) {
+  if (f->n == f->cap) { /* malloc'd, freed by dp: a DP makes many fronts */
+    f->cap = f->cap ? 2 * f->cap : 16;
+    f->a = realloc(f->a, sizeof(Ent) * (size_t)f->cap);
+    if (!f->a) ICE("out of memory: a front of %d points", f->cap);
+  }
+  f->a[f->n++] = e;
   if (f->n > 4 * f->pruned + 1024) {
-    front_prune(f);
+    front_prune(sc, f);
     f->pruned = f->n;
   }
 }
 
-static int ent_cmp(const void *pa, const void *pb) {
-  const Ent *a = pa, *b = pb;
-  if (a->D != b->D) return a->D > b->D ? -1 : 1;
-  return (a->c > b->c) - (a->c < b->c);
+/* The front's order: D descending, then c ascending. */
+static bool ent_before(const Ent *a, const Ent *b) {
+  return a->D > b->D || (a->D == b->D && a->c < b->c);
 }
 
-/* Keeps the Pareto points: D descending, c strictly descending. */
-static void front_prune(Front *f) {
+/* Keeps the Pareto points: D descending, c strictly descending. The list
+ * is a concatenation of sorted runs (each batch pushed from one front is a
+ * shifted copy of that front), so a bottom-up merge of its natural runs
+ * sorts it in O(n log runs). */
+static void front_prune(Scratch *sc, Front *f) {
   if (f->n < 2) return;
-  qsort(f->a, (size_t)f->n, sizeof *f->a, ent_cmp);
+  int n = f->n, nr = 0;
+  if (n + 1 > sc->cap) {
+    sc->cap = 2 * (n + 1);
+    free(sc->tmp);
+    free(sc->run);
+    sc->tmp = malloc(sizeof(Ent) * (size_t)sc->cap);
+    sc->run = malloc(sizeof(int) * (size_t)sc->cap);
+    if (!sc->tmp || !sc->run)
+      ICE("out of memory pruning a front of %d points", n);
+  }
+  int *run = sc->run;
+  Ent *tmp = sc->tmp;
+  run[nr++] = 0;
+  for (int i = 1; i < n; i++)
+    if (ent_before(&f->a[i], &f->a[i - 1])) run[nr++] = i;
+  run[nr] = n;
+  Ent *src = f->a, *dst = tmp;
+  while (nr > 1) {
+    int k = 0;
+    for (int r = 0; r < nr; r += 2) {
+      int lo = run[r], mid = run[r + 1], hi = r + 2 <= nr ? run[r + 2] : mid;
+      if (r + 1 >= nr) hi = mid = run[nr];
+      int a = lo, b = mid, o = lo;
+      while (a < mid && b < hi)
+        dst[o++] = ent_before(&src[b], &src[a]) ? src[b++] : src[a++];
+      while (a < mid) dst[o++] = src[a++];
+      while (b < hi) dst[o++] = src[b++];
+      run[k++] = lo;
+    }
+    run[k] = n;
+    nr = k;
+    Ent *t = src;
+    src = dst;
+    dst = t;
+  }
   int k = 0;
-  for (int i = 0; i < f->n; i++)
-    if (k == 0 || f->a[i].c < f->a[k - 1].c) f->a[k++] = f->a[i];
+  for (int i = 0; i < n; i++)
+    if (k == 0 || src[i].c < f->a[k - 1].c) f->a[k++] = src[i];
   f->n = k;
 }
 
@@ -556,12 +604,13 @@ static bool dp(Model *m, int64_t B, int *seg_end, int64_t *cost,
   int ns = m->nst;
   if (m->floor_live > B) return false;
   Front *fr = xalloc(sizeof(Front) * (size_t)(2 * (ns + 1)));
-  front_push(&fr[0], (Ent){.D = 0, .c = 0, .pk = m->floor_live, .from = -1,
+  Scratch sc = {0};
+  front_push(&sc, &fr[0], (Ent){.D = 0, .c = 0, .pk = m->floor_live, .from = -1,
                            .from_bit = 0, .from_e = -1, .seg = -1});
   for (int i = 0; i < ns; i++) {
     for (int bit = 0; bit < 2; bit++) {
       Front *f = &fr[2 * i + bit];
-      front_prune(f);
+      front_prune(&sc, f);
       if (f->n == 0) continue;
       int64_t dmax = f->a[0].D, lb;
       /* one stage, not in a segment */
@@ -570,7 +619,7 @@ static bool dp(Model *m, int64_t B, int *seg_end, int64_t *cost,
       for (int e = 0; e < f->n; e++) {
         const Ent *p = &f->a[e];
         if (need - p->D > B) break; /* D only falls from here */
-        front_push(&fr[2 * (i + 1)],
+        front_push(&sc, &fr[2 * (i + 1)],
                    (Ent){.D = p->D + sv, .c = p->c,
                          .pk = max64(p->pk, need - p->D), .from = i,
                          .from_bit = bit, .from_e = e, .seg = -1});
@@ -592,7 +641,7 @@ static bool dp(Model *m, int64_t B, int *seg_end, int64_t *cost,
           const Ent *p = &f->a[e];
           if (need - p->D > B) break;
           int64_t c = p->c > INT64_MAX - flops ? INT64_MAX : p->c + flops;
-          front_push(&fr[2 * (t + 1) + 1],
+          front_push(&sc, &fr[2 * (t + 1) + 1],
                      (Ent){.D = p->D + sv0 + inner, .c = c,
                            .pk = max64(p->pk, need - p->D), .from = i,
                            .from_bit = bit, .from_e = e, .seg = t});
@@ -604,7 +653,7 @@ static bool dp(Model *m, int64_t B, int *seg_end, int64_t *cost,
   int64_t best_c = INT64_MAX, best_pk = 0;
   for (int bit = 0; bit < 2; bit++) {
     Front *f = &fr[2 * ns + bit];
-    front_prune(f);
+    front_prune(&sc, f);
     for (int e = 0; e < f->n; e++) {
       const Ent *p = &f->a[e];
       if (p->c < best_c || (p->c == best_c && p->pk < best_pk)) {
@@ -612,7 +661,12 @@ static bool dp(Model *m, int64_t B, int *seg_end, int64_t *cost,
       }
     }
   }
-  if (best_bit < 0) return false;
+  free(sc.tmp);
+  free(sc.run);
+  if (best_bit < 0) {
+    for (int k = 0; k < 2 * (ns + 1); k++) free(fr[k].a);
+    return false;
+  }
   for (int r = 0; r < ns; r++) seg_end[r] = -1;
   int b = ns, bit = best_bit, e = best_e;
   while (b > 0) {
@@ -622,6 +676,7 @@ static bool dp(Model *m, int64_t B, int *seg_end, int64_t *cost,
   }
   *cost = best_c;
   *model_peak = best_pk;
+  for (int k = 0; k < 2 * (ns + 1); k++) free(fr[k].a);
   return true;
 }
 
