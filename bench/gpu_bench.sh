@@ -13,7 +13,9 @@
 # kernels, frees), the peak the pool's high-water mark, which must equal the
 # prediction (PREDICTED_PEAK in the program) to the byte. PyTorch:
 # bench/torch_models.py, the same model, batch and precision, its peak
-# torch.cuda.memory_stats()["requested_bytes.all.peak"]. With PROF=1 each
+# torch.cuda.memory_stats()["requested_bytes.all.peak"]. Each program runs
+# twice: "2 runs" says whether both printed the same losses at every step
+# (to the 9 digits printed; the run fails if not). With PROF=1 each
 # program runs once more with MDLRT_PROF=1 (time per kind of op, to
 # $OUT/prof_CASE.txt). CASES overrides the list ("model:precision ...").
 BUILD=${BUILD:-build}
@@ -49,6 +51,11 @@ run() {
     prog=$DIR/$n
     pred=$(sed -n 's/^#define PREDICTED_PEAK \([0-9]*\)ll$/\1/p' "$prog.cu")
     "$prog" --steps "$STEPS" > "$OUT/mdlc_$n.log" 2>&1 || fail=1
+    # determinism: a second run of the same program prints the same losses
+    "$prog" --steps "$STEPS" > "$OUT/mdlc_${n}_again.log" 2>&1 || fail=1
+    l1=$(awk '/^mdlrt: step/ {print $5}' "$OUT/mdlc_$n.log")
+    l2=$(awk '/^mdlrt: step/ {print $5}' "$OUT/mdlc_${n}_again.log")
+    if [ -n "$l1" ] && [ "$l1" = "$l2" ]; then det=same; else det=DIFF; fail=1; fi
     if [ "${PROF:-0}" = 1 ]; then
       MDLRT_PROF=1 "$prog" --steps 4 > "$OUT/prof_$n.txt" 2>&1
     fi
@@ -56,9 +63,9 @@ run() {
       python3 bench/torch_models.py "$m" "$p" "$STEPS" \
         > "$OUT/torch_${m}_$p.log" 2>&1 || fail=1
     python3 - "$m" "$p${ws:+/ws$ws}" "$pred" "$OUT/mdlc_$n.log" \
-      "$OUT/torch_${m}_$p.log" >> "$OUT/bench.txt" <<'PY' || fail=1
+      "$OUT/torch_${m}_$p.log" "$det" >> "$OUT/bench.txt" <<'PY' || fail=1
 import re, sys
-m, p, pred, ml, tl = sys.argv[1:6]
+m, p, pred, ml, tl, det = sys.argv[1:7]
 pred = int(pred)
 steps = [l.split() for l in open(ml) if l.startswith("mdlrt: step")]
 ms = sorted(float(s[6]) for s in steps[1:] or steps)
@@ -70,15 +77,15 @@ if not steps or not t:
 tms, treq, talloc = float(t[-1][4]), int(t[-1][6]), int(t[-1][8])
 mms = ms[len(ms) // 2]
 ok = all(x == pred for x in peaks)
-print("%-13s %-11s %9.3f %9.3f %6.3f  %14d %14s %14d %6.3f %s" % (
+print("%-13s %-11s %9.3f %9.3f %6.3f  %14d %14s %14d %6.3f %-9s %s" % (
     m, p, mms, tms, mms / tms, pred, "=" if ok else "DIFF %d" % (max(peaks) - pred),
-    treq, pred / treq, "%.4g" % loss))
+    treq, pred / treq, "%.4g" % loss, det))
 sys.exit(0 if ok else 1)
 PY
   done
-  printf "%-13s %-11s %9s %9s %6s  %14s %14s %14s %6s %s\n" case precision \
-    "mdlc ms" "torch ms" ratio "mdlc peak B" measured "torch req B" \
-    ratio "mdlc loss"
+  printf "%-13s %-11s %9s %9s %6s  %14s %14s %14s %6s %-9s %s\n" case \
+    precision "mdlc ms" "torch ms" ratio "mdlc peak B" measured \
+    "torch req B" ratio "mdlc loss" "2 runs"
   cat "$OUT/bench.txt"
   return $fail
 }

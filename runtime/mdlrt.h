@@ -147,7 +147,9 @@ void mdlrt_matmul_bwd(mdlrt_ref da, int aa, mdlrt_ref db, int ab,
                       int64_t sa, int64_t sb);
 
 /* conv2d through cuDNN: a plan made once (descriptors, algorithms whose
- * workspace fits the workspace set by then). */
+ * workspace fits the workspace set by then; cuDNN graph execution plans,
+ * chosen by cuDNN's heuristics, never by timing, made at each direction's
+ * first use and kept). */
 typedef struct mdlrt_conv mdlrt_conv;
 mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
                             int64_t W, int64_t K, int64_t R, int64_t stride,

@@ -92,6 +92,16 @@ def conv_bf16():
         check("conv2d_bf16", n, t[n], ref, 3e-2, 2e-2)
 
 
+def conv_big(case, tol):
+    t = load(DIR + "/%s.bin" % case)
+    x, w, b = req(t["x"], t["w"], t["b"])
+    y = F.conv2d(x, w, b, stride=1, padding=1)
+    y.backward(t["dy"])
+    for n, ref in (("y", y), ("dx", t["dx0"] + x.grad),
+                   ("dw", t["dw0"] + w.grad), ("db", b.grad)):
+        check(case, n, t[n], ref, *tol)
+
+
 def pool():
     t = load(DIR + "/pool.bin")
     (x,) = req(t["x"])
@@ -237,7 +247,11 @@ DIR = sys.argv[1]
 for fn in (lambda: linear("linear", (1e-5, 1e-4)),
            lambda: linear("linear_bf16", (2e-2, 2e-2)),
            lambda: matmul("matmul_nn", 0, 0), lambda: matmul("matmul_nt", 0, 1),
-           lambda: matmul("matmul_tn_bcast", 1, 0), conv, conv_bf16, pool, norms,
+           lambda: matmul("matmul_tn_bcast", 1, 0), conv, conv_bf16,
+           lambda: conv_big("conv2d_f32_acc", (1e-4, 1e-4)),
+           lambda: conv_big("conv2d_f16_acc", (1e-1, 1e-2)),
+           lambda: conv_big("conv2d_f16_chunk", (1e-1, 1e-2)),
+           lambda: conv_big("conv2d_f32_chunk", (1e-4, 1e-4)), pool, norms,
            elementwise, rowops, optim):
     try:
         fn()

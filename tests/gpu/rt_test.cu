@@ -164,6 +164,25 @@ static void t_conv(void) {
   end();
 }
 
+/* conv2d at a size where cuDNN's graph engines (not only the small-shape
+ * fallbacks) run, in f32 (must not be TF32) and f16, with the backward
+ * passes adding into gradients that already hold values (beta = 1). */
+static void t_conv_big(const char *name, int dt) {
+  begin(name);
+  Tensor x = rnd(dt, {4, 64, 16, 16}, 0), w = rnd(dt, {64, 64, 3, 3}, 0);
+  Tensor b = rnd(dt, {64}, 0), dy = rnd(dt, {4, 64, 16, 16}, 0);
+  Tensor y = mk(dt, {4, 64, 16, 16});
+  Tensor dx = rnd(dt, {4, 64, 16, 16}, 0), dw = rnd(dt, {64, 64, 3, 3}, 0);
+  Tensor db = mk(dt, {64});
+  dump("x", &x), dump("w", &w), dump("b", &b), dump("dy", &dy);
+  dump("dx0", &dx), dump("dw0", &dw);
+  mdlrt_conv *c = mdlrt_conv_plan(dt, 4, 64, 16, 16, 64, 3, 1, 1, 1, 1, 16, 16);
+  mdlrt_conv_fwd(c, R(&y), R(&x), R(&w), R(&b));
+  mdlrt_conv_bwd(c, R(&dx), 1, R(&dw), 1, R(&db), 0, R(&dy), R(&x), R(&w));
+  dump("y", &y), dump("dx", &dx), dump("dw", &dw), dump("db", &db);
+  end();
+}
+
 static void t_pool(void) {
   begin("pool");
   Tensor x = rnd(F, {2, 3, 7, 7}, 0);
@@ -306,9 +325,9 @@ static void t_rows(void) {
   mdlrt_cross_entropy_bwd(R(&dlg), 0, R(&dl), R(&lp), R(&tg));
   dump("ce_x", &lg), dump("ce_t", &tg), dump("ce_loss", &loss);
   dump("ce_dx", &dlg);
-  /* mse */
-  Tensor ma = rnd(F, {3, 4}, 0), mb = rnd(F, {3, 4}, 0);
-  Tensor ml = mk(F, {}), mda = mk(F, {3, 4}), mdb = mk(F, {3, 4});
+  /* mse, large enough for the multi-block sum */
+  Tensor ma = rnd(F, {300, 400}, 0), mb = rnd(F, {300, 400}, 0);
+  Tensor ml = mk(F, {}), mda = mk(F, {300, 400}), mdb = mk(F, {300, 400});
   mdlrt_mse_fwd(R(&ml), R(&ma), R(&mb));
   mdlrt_mse_bwd(R(&mda), 0, 1.0, R(&dl), R(&ma), R(&mb));
   mdlrt_mse_bwd(R(&mdb), 0, -1.0, R(&dl), R(&ma), R(&mb));
@@ -384,6 +403,14 @@ int main(int argc, char **argv) {
   t_matmul("matmul_tn_bcast", 1, 0, 1);
   t_conv();
   t_conv_bf16();
+  t_conv_big("conv2d_f32_acc", F);
+  t_conv_big("conv2d_f16_acc", MDLRT_F16);
+  /* A small workspace: the fast engines' scratch fits only for part of the
+   * batch, so the graph path runs the convolution in chunks of it. */
+  mdlrt_set_workspace(ws, 160 << 10);
+  t_conv_big("conv2d_f16_chunk", MDLRT_F16);
+  t_conv_big("conv2d_f32_chunk", F);
+  mdlrt_set_workspace(ws, 32 << 20);
   t_pool();
   t_norms();
   t_elementwise();
