@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-# ---- gpt2_small (bench/torch_gpt2.py's model) ---------------------------
+# ---- gpt2_small ---------------------------------------------------------------
 B, S, D, H, V, L = 8, 1024, 768, 12, 50257, 12
 
 

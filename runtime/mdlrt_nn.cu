@@ -825,6 +825,17 @@ static int g_run(mdlrt_conv *c, int dir, int beta, const View &x,
   return 1;
 }
 
+/* The first of cuDNN's ranked candidates (a legacy *AlgoPerf_t list) that
+ * worked, is deterministic and whose scratch fits: its index, or -1. */
+template <typename Perf>
+static int first_fit(const Perf *p, int n, size_t ws) {
+  for (int i = 0; i < n; i++)
+    if (p[i].status == CUDNN_STATUS_SUCCESS && p[i].memory <= ws &&
+        p[i].determinism == CUDNN_DETERMINISTIC)
+      return i;
+  return -1;
+}
+
 mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
                             int64_t W, int64_t K, int64_t R, int64_t stride,
                             int64_t pad, int64_t dil, int64_t groups,
@@ -863,36 +874,30 @@ mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
    * runs, or between a checkpointed plan and the plain one, and so could
    * the rounding of the gradients; mdlc promises them bit-identical. */
   size_t ws = (size_t)mdlrt_rt.ws_bytes;
-  int got = 0, found = 0;
+  int got = 0;
   cudnnConvolutionFwdAlgoPerf_t pf[16];
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
       mdlrt_rt.dnn, c->x, c->w, c->conv, c->y, 16, &got, pf));
-  for (int i = 0; i < got && !found; i++)
-    if (pf[i].status == CUDNN_STATUS_SUCCESS && pf[i].memory <= ws &&
-        pf[i].determinism == CUDNN_DETERMINISTIC)
-      c->fwd = pf[i].algo, c->ws_fwd = pf[i].memory,
-      c->math_fwd = pf[i].mathType, found = 1;
-  c->legacy_none[CONV_FWD] = !found;
+  int i = first_fit(pf, got, ws);
+  if (i >= 0)
+    c->fwd = pf[i].algo, c->ws_fwd = pf[i].memory, c->math_fwd = pf[i].mathType;
+  c->legacy_none[CONV_FWD] = i < 0;
   cudnnConvolutionBwdDataAlgoPerf_t pd[16];
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
       mdlrt_rt.dnn, c->w, c->y, c->conv, c->x, 16, &got, pd));
-  found = 0;
-  for (int i = 0; i < got && !found; i++)
-    if (pd[i].status == CUDNN_STATUS_SUCCESS && pd[i].memory <= ws &&
-        pd[i].determinism == CUDNN_DETERMINISTIC)
-      c->bwd_data = pd[i].algo, c->ws_data = pd[i].memory,
-      c->math_data = pd[i].mathType, found = 1;
-  c->legacy_none[CONV_DATA] = !found;
+  i = first_fit(pd, got, ws);
+  if (i >= 0)
+    c->bwd_data = pd[i].algo, c->ws_data = pd[i].memory,
+    c->math_data = pd[i].mathType;
+  c->legacy_none[CONV_DATA] = i < 0;
   cudnnConvolutionBwdFilterAlgoPerf_t pw[16];
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
       mdlrt_rt.dnn, c->x, c->y, c->conv, c->w, 16, &got, pw));
-  found = 0;
-  for (int i = 0; i < got && !found; i++)
-    if (pw[i].status == CUDNN_STATUS_SUCCESS && pw[i].memory <= ws &&
-        pw[i].determinism == CUDNN_DETERMINISTIC)
-      c->bwd_filter = pw[i].algo, c->ws_filter = pw[i].memory,
-      c->math_filter = pw[i].mathType, found = 1;
-  c->legacy_none[CONV_FILTER] = !found;
+  i = first_fit(pw, got, ws);
+  if (i >= 0)
+    c->bwd_filter = pw[i].algo, c->ws_filter = pw[i].memory,
+    c->math_filter = pw[i].mathType;
+  c->legacy_none[CONV_FILTER] = i < 0;
   if (mdlrt_rt.prof) /* MDLRT_PROF=1: the choices, and cuDNN's first */
     fprintf(stderr, "mdlrt conv %lldx%lldx%lldx%lld -> %lld k%lld s%lld: legacy "
             "fwd algo %d (%zu B; first %d), data %d (%zu B; first %d), filter %d "
