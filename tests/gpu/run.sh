@@ -39,5 +39,6 @@ if [ -x "$BUILD/mdlc" ] && [ -f tests/gpu/models.sh ]; then
   BUILD=$BUILD OUT=$OUT sh tests/gpu/models.sh || fail=1
 fi
 [ -x "$BUILD/mdlc" ] && { BUILD=$BUILD OUT=$OUT sh tests/gpu/placement.sh || fail=1; }
+[ -x "$BUILD/mdlc" ] && { BUILD=$BUILD OUT=$OUT sh tests/gpu/learns.sh || fail=1; }
 [ $fail = 0 ] && echo "gpu tests: PASS" || echo "gpu tests: FAIL"
 exit $fail
