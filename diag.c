@@ -167,24 +167,24 @@ void diag_hint(const char *fmt, ...) {
 
 int diag_errors(void) { return nerrors; }
 
-_Noreturn void die_usage(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
+/* "mdlc: error: ..." on stderr, then exit with `status`. */
+static _Noreturn void vdie(int status, const char *fmt, va_list ap) {
   fputs("mdlc: error: ", stderr);
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
-  va_end(ap);
-  exit(2);
+  exit(status);
+}
+
+_Noreturn void die_usage(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vdie(2, fmt, ap);
 }
 
 _Noreturn void die_machine(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fputs("mdlc: error: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(3);
+  vdie(3, fmt, ap);
 }
 
 _Noreturn void internal_error(const char *file, int line, const char *fmt,

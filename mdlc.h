@@ -268,7 +268,6 @@ typedef struct {
   bool gathered;      /* ZeRO 3: filled by an all-gather at allocation */
   bool keep_to_end;   /* loss and outputs: never freed */
   int value;          /* the forward value it holds, or -1 */
-  int grad_of;        /* the value whose gradient it first held, or -1 */
   int param;          /* OPT_STATE/MASTER/GRAD: the parameter value, or -1 */
   /* set by liveness: */
   int alloc_at;       /* instruction that allocates it (-1: persistent) */
@@ -418,6 +417,13 @@ bool value_is_contiguous(const Value *v);
 void graph_clear_step(Graph *g);
 /* The value whose storage a value uses (follows view_of to the root). */
 int value_root(const Graph *g, int v);
+/* Whether buffer b is live right after instruction i's allocations
+ * (persistent buffers always; i = -1 is before the first instruction). */
+bool buf_live_at(const Buf *b, int i);
+/* The part of the step an instruction belongs to, for reports:
+ * "forward", "recompute", "backward" (the seed, backward steps and
+ * reduce-scatters) or "optimizer". */
+extern const char *const instr_phase[IK_COUNT];
 /* Textual IR: one line a value/node, stable across runs. */
 void graph_dump(const Graph *g, FILE *f, bool with_step);
 /* Checks the IR's invariants; ICE on violation (run between passes in
@@ -666,6 +672,9 @@ void report_ops(const Graph *g, bool json, FILE *f);
 void timeline_write(const Graph *g, const char *path);
 /* A description of instruction i: "backward of layernorm 'layer[3]/...'". */
 const char *instr_describe(const Graph *g, int i);
+/* The largest buffers alive at the peak, largest first, at most `max`
+ * of them into `bufs`; returns how many. */
+int largest_at_peak(const Graph *g, int *bufs, int max);
 /* Total parameter elements (VK_PARAM values). */
 int64_t graph_param_count(const Graph *g);
 

@@ -9,10 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const phase_name[] = {
-    [IK_FWD] = "forward", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "backward",
-    [IK_BWD] = "backward", [IK_OPT] = "optimizer", [IK_REDUCE] = "backward"};
-_Static_assert(sizeof phase_name / sizeof *phase_name == IK_COUNT, "one entry an instruction kind");
 
 int64_t graph_param_count(const Graph *g) {
   int64_t n = 0;
@@ -74,12 +70,6 @@ const char *instr_describe(const Graph *g, int i) {
   }
 }
 
-/* Buffers alive right after instruction i's allocations. */
-static bool live_at(const Buf *b, int i) {
-  if (b->persistent) return true;
-  return i >= 0 && b->alloc_at <= i && (b->free_at < 0 || b->free_at >= i);
-}
-
 typedef struct {
   int buf;       /* Buf index */
   int64_t bytes; /* its size */
@@ -91,16 +81,15 @@ static int by_bytes_desc(const void *pa, const void *pb) {
   return a->buf - b->buf;
 }
 
-/* The largest buffers alive at the peak, at most `max`; returns how many. */
-static int top_at_peak(const Graph *g, Ranked *out, int max) {
+int largest_at_peak(const Graph *g, int *bufs, int max) {
   Ranked *all = xalloc(sizeof(Ranked) * (size_t)(g->nbufs ? g->nbufs : 1));
   int n = 0;
   for (int b = 0; b < g->nbufs; b++)
-    if (live_at(&g->bufs[b], g->peak_at) && g->bufs[b].bytes > 0)
+    if (buf_live_at(&g->bufs[b], g->peak_at) && g->bufs[b].bytes > 0)
       all[n++] = (Ranked){b, g->bufs[b].bytes};
   qsort(all, (size_t)n, sizeof(Ranked), by_bytes_desc);
   if (n > max) n = max;
-  memcpy(out, all, sizeof(Ranked) * (size_t)n);
+  for (int i = 0; i < n; i++) bufs[i] = all[i].buf;
   return n;
 }
 
@@ -134,8 +123,8 @@ bool report_fits(const Graph *g, int64_t device_memory) {
 }
 
 static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
-  Ranked top[10];
-  int ntop = top_at_peak(g, top, 10);
+  int top[10];
+  int ntop = largest_at_peak(g, top, 10);
   fprintf(f, "{\n  \"model\": ");
   json_str(f, g->model_name ? g->model_name : "");
   fprintf(f, ",\n  \"precision\": \"%s\",\n  \"optimizer\": \"%s\",\n",
@@ -149,7 +138,7 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
           g->nins);
   if (g->peak_at >= 0) {
     const Instr *in = &g->ins[g->peak_at];
-    fprintf(f, ", \"phase\": \"%s\", \"what\": ", phase_name[in->kind]);
+    fprintf(f, ", \"phase\": \"%s\", \"what\": ", instr_phase[in->kind]);
     json_str(f, instr_describe(g, g->peak_at));
   }
   fprintf(f, "},\n  \"persistent_bytes\": %lld,\n",
@@ -165,7 +154,7 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
             (long long)g->by_cat[c]);
   fprintf(f, "\n  },\n  \"largest_at_peak\": [");
   for (int i = 0; i < ntop; i++) {
-    const Buf *b = &g->bufs[top[i].buf];
+    const Buf *b = &g->bufs[top[i]];
     fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
     json_str(f, b->name);
     fprintf(f, ", \"bytes\": %lld, \"category\": \"%s\", \"dtype\": \"%s\"}",
@@ -213,11 +202,11 @@ void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
     if (g->by_cat[c]) line_bytes(f, category_name[c], g->by_cat[c]);
   line_bytes(f, "total", g->peak);
 
-  Ranked top[8];
-  int ntop = top_at_peak(g, top, 8);
+  int top[8];
+  int ntop = largest_at_peak(g, top, 8);
   fprintf(f, "\nlargest tensors alive at the peak:\n");
   for (int i = 0; i < ntop; i++) {
-    const Buf *b = &g->bufs[top[i].buf];
+    const Buf *b = &g->bufs[top[i]];
     fprintf(f, "  %14lld B %11s  %-20s %s\n", (long long)b->bytes,
             fmt_bytes(b->bytes, u), category_name[b->cat], b->name);
   }

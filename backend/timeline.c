@@ -17,10 +17,6 @@ static const char *const phase_color[] = {
     [IK_FWD] = "#e8f1fb", [IK_RECOMPUTE] = "#fdf1dc", [IK_SEED] = "#fbe9e9",
     [IK_BWD] = "#fbe9e9", [IK_OPT] = "#eaf6ea", [IK_REDUCE] = "#fbe9e9"};
 _Static_assert(sizeof phase_color / sizeof *phase_color == IK_COUNT, "one entry an instruction kind");
-static const char *const phase_label[] = {
-    [IK_FWD] = "forward", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "backward",
-    [IK_BWD] = "backward", [IK_OPT] = "optimizer", [IK_REDUCE] = "backward"};
-_Static_assert(sizeof phase_label / sizeof *phase_label == IK_COUNT, "one entry an instruction kind");
 
 static void xml_text(FILE *f, const char *s) {
   for (; *s; s++) {
@@ -32,12 +28,8 @@ static void xml_text(FILE *f, const char *s) {
   }
 }
 
-static bool in_backward(InstrKind k) {
-  return k == IK_SEED || k == IK_BWD || k == IK_REDUCE;
-}
-
-static int same_phase(InstrKind a, InstrKind b) {
-  return a == b || (in_backward(a) && in_backward(b));
+static bool same_phase(InstrKind a, InstrKind b) {
+  return strcmp(instr_phase[a], instr_phase[b]) == 0;
 }
 
 static void write_svg(const Graph *g, FILE *f) {
@@ -68,7 +60,7 @@ static void write_svg(const Graph *g, FILE *f) {
             X(i), T, X(j) - X(i), ph, phase_color[g->ins[i].kind]);
     if (X(j) - X(i) > 60)
       fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" fill=\"#666\">%s</text>\n",
-              X(i) + 4, T + 14, phase_label[g->ins[i].kind]);
+              X(i) + 4, T + 14, instr_phase[g->ins[i].kind]);
     i = j;
   }
   /* persistent floor */
@@ -120,24 +112,14 @@ static void write_svg(const Graph *g, FILE *f) {
                "tensors alive at the peak</text>\n",
             L, T + ph + 50);
     /* the largest tensors alive there */
-    int shown = 0;
-    bool *used = xalloc((size_t)g->nbufs + 1);
-    for (; shown < 5; shown++) {
-      int best = -1;
-      for (int b = 0; b < g->nbufs; b++) {
-        const Buf *x = &g->bufs[b];
-        bool live = x->persistent ||
-                    (x->alloc_at <= g->peak_at &&
-                     (x->free_at < 0 || x->free_at >= g->peak_at));
-        if (live && !used[b] && (best < 0 || x->bytes > g->bufs[best].bytes))
-          best = b;
-      }
-      if (best < 0) break;
-      used[best] = true;
+    int top[5];
+    int ntop = largest_at_peak(g, top, 5);
+    for (int k = 0; k < ntop; k++) {
+      const Buf *x = &g->bufs[top[k]];
       fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"#333\">", L,
-              T + ph + 68 + 16.0 * shown);
-      xml_text(f, xsprintf("%s  %s (%s)", fmt_bytes(g->bufs[best].bytes, u),
-                           g->bufs[best].name, category_name[g->bufs[best].cat]));
+              T + ph + 68 + 16.0 * k);
+      xml_text(f, xsprintf("%s  %s (%s)", fmt_bytes(x->bytes, u), x->name,
+                           category_name[x->cat]));
       fprintf(f, "</text>\n");
     }
   }

@@ -126,6 +126,11 @@ void graph_clear_step(Graph *g) {
   for (int c = 0; c < CAT_COUNT; c++) g->by_cat[c] = 0;
 }
 
+bool buf_live_at(const Buf *b, int i) {
+  if (b->persistent) return true;
+  return i >= 0 && b->alloc_at <= i && (b->free_at < 0 || b->free_at >= i);
+}
+
 int value_root(const Graph *g, int v) {
   while (g->vals[v].view_of >= 0) v = g->vals[v].view_of;
   return v;
@@ -210,6 +215,10 @@ static const char *const instr_name[] = {
     [IK_FWD] = "fwd", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "seed",
     [IK_BWD] = "bwd", [IK_OPT] = "opt", [IK_REDUCE] = "reduce"};
 _Static_assert(sizeof instr_name / sizeof *instr_name == IK_COUNT, "one entry an instruction kind");
+
+const char *const instr_phase[IK_COUNT] = {
+    [IK_FWD] = "forward", [IK_RECOMPUTE] = "recompute", [IK_SEED] = "backward",
+    [IK_BWD] = "backward", [IK_OPT] = "optimizer", [IK_REDUCE] = "backward"};
 
 static void dump_refs(const Ref *r, int n, FILE *f) {
   for (int i = 0; i < n; i++) {

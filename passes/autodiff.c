@@ -57,7 +57,7 @@ static int new_buf(Graph *g, const char *name, Category cat, DType dt,
     ICE("buffer '%s' overflows 64 bits", name);
   *b = (Buf){.name = name, .cat = cat, .dtype = dt, .numel = numel,
              .bytes = bytes, .persistent = persistent, .value = -1,
-             .grad_of = -1, .param = -1, .alloc_at = -1, .free_at = -1,
+             .param = -1, .alloc_at = -1, .free_at = -1,
              .offset = -1};
   return g->nbufs - 1;
 }
@@ -245,7 +245,6 @@ static Ref contribute(Graph *g, int v, bool *accum) {
     const Value *x = &g->vals[r];
     int b = new_buf(g, xsprintf("d:%s", x->name), grad_category(g, r),
                     x->dtype, shape_numel_ok(&x->shape), false);
-    g->bufs[b].grad_of = r;
     g->bufs[b].zero_init = v != r;
     g->grad_buf[r] = b;
     *accum = v != r;
@@ -339,7 +338,7 @@ static void emit_reduce(Step *s, int p) {
   int full = g->grad_buf[p];
   int b = new_buf(g, xsprintf("d:%s@shard", x->name), CAT_GRAD, x->dtype,
                   shard(g, shape_numel_ok(&x->shape), 2), false);
-  g->bufs[b].grad_of = p;
+  g->bufs[b].param = p;
   Instr *in = new_instr(g, IK_REDUCE, p, 1, 1);
   in->in[0] = (Ref){full, p};
   in->out[0] = (Ref){b, p};

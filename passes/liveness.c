@@ -92,9 +92,6 @@ void pass_liveness(Graph *g) {
   for (int c = 0; c < CAT_COUNT; c++) g->by_cat[c] = 0;
   for (int b = 0; b < g->nbufs; b++) {
     const Buf *x = &g->bufs[b];
-    bool at_peak = x->persistent ||
-                   (g->peak_at >= 0 && x->alloc_at <= g->peak_at &&
-                    (x->free_at < 0 || x->free_at >= g->peak_at));
-    if (at_peak) g->by_cat[x->cat] += x->bytes;
+    if (buf_live_at(x, g->peak_at)) g->by_cat[x->cat] += x->bytes;
   }
 }

@@ -10,12 +10,11 @@
  *    verify and be at least the peak.
  * 3. The checker itself fails: a planted overlap is reported.
  */
-#include "mdlc.h"
+#include "tests/unit/check.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
 
 static int64_t aligned_peak(const Graph *g) {
   int64_t best = 0;
@@ -40,10 +39,7 @@ static void check_example(const char *path) {
     failures++;
     return;
   }
-  pass_precision(g);
-  pass_autodiff(g);
-  pass_liveness(g);
-  pass_arena(g);
+  plan_step(g);
   const char *bad = arena_verify(g);
   if (bad) {
     printf("FAIL %s: %s\n", path, bad);

@@ -22,26 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "mdlc.h"
-
-static int failures;
-
-#define CHECK(c, ...)                                                        \
-  do {                                                                       \
-    if (!(c)) {                                                              \
-      failures++;                                                            \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                            \
-      printf(__VA_ARGS__);                                                   \
-      putchar('\n');                                                         \
-    }                                                                        \
-  } while (0)
-
-static Shape sh(int rank, int64_t a, int64_t b) {
-  Shape s = {.rank = rank};
-  s.dim[0] = a;
-  s.dim[1] = b;
-  return s;
-}
+#include "tests/unit/check.h"
 
 static int param(Graph *g, const char *name, Shape s) {
   return graph_add_value(g, name, VK_PARAM, DT_F32, &s, NOLOC);
@@ -49,22 +30,13 @@ static int param(Graph *g, const char *name, Shape s) {
 
 static int linear(Graph *g, const char *name, int x, int64_t in, int64_t out,
                   int64_t rows) {
-  int w = param(g, xsprintf("%s.weight", name), sh(2, out, in));
-  int b = param(g, xsprintf("%s.bias", name), sh(1, out, 0));
+  int w = param(g, xsprintf("%s.weight", name), shape2(2, out, in));
+  int b = param(g, xsprintf("%s.bias", name), shape2(1, out, 0));
   int n = graph_add_node(g, OP_LINEAR, name, (int[]){x, w, b}, 3, NOLOC);
   g->nodes[n].a.linear.out = out;
   g->nodes[n].a.linear.bias = true;
-  Shape s = sh(2, rows, out);
+  Shape s = shape2(2, rows, out);
   return graph_add_output(g, n, name, DT_F32, &s, false);
-}
-
-static void finish(Graph *g) {
-  graph_verify(g);
-  pass_precision(g);
-  pass_autodiff(g);
-  pass_liveness(g);
-  pass_arena(g);
-  graph_verify(g);
 }
 
 static Graph *tiny(void) {
@@ -73,18 +45,18 @@ static Graph *tiny(void) {
   g->cfg.optimizer = OPTIM_SGD;
   g->cfg.workspace = 0;
   Shape s;
-  int x = graph_add_value(g, "x", VK_INPUT, DT_F32, (s = sh(2, 2, 3), &s), NOLOC);
-  int y = graph_add_value(g, "y", VK_INPUT, DT_I32, (s = sh(1, 2, 0), &s), NOLOC);
+  int x = graph_add_value(g, "x", VK_INPUT, DT_F32, (s = shape2(2, 2, 3), &s), NOLOC);
+  int y = graph_add_value(g, "y", VK_INPUT, DT_I32, (s = shape2(1, 2, 0), &s), NOLOC);
   int a = linear(g, "l1", x, 3, 4, 2);
   int n = graph_add_node(g, OP_RELU, "h", (int[]){a}, 1, NOLOC);
-  int h = graph_add_output(g, n, "h", DT_F32, (s = sh(2, 2, 4), &s), false);
+  int h = graph_add_output(g, n, "h", DT_F32, (s = shape2(2, 2, 4), &s), false);
   int lg = linear(g, "l2", h, 4, 2, 2);
   n = graph_add_node(g, OP_CROSS_ENTROPY, "loss", (int[]){lg, y}, 2, NOLOC);
   Shape scalar = {0};
   g->loss = graph_add_output(g, n, "loss", DT_F32, &scalar, false);
-  graph_add_output(g, n, "logprobs", DT_F32, (s = sh(2, 2, 2), &s), true);
+  graph_add_output(g, n, "logprobs", DT_F32, (s = shape2(2, 2, 2), &s), true);
   g->vals[g->loss].is_output = true;
-  finish(g);
+  plan_step(g);
   return g;
 }
 
@@ -98,24 +70,24 @@ static Graph *block(bool seg, Precision prec, Optimizer opt) {
   g->cfg.precision = prec;
   g->cfg.workspace = 1024;
   Shape s;
-  int x = graph_add_value(g, "x", VK_INPUT, DT_F32, (s = sh(2, R, D), &s), NOLOC);
-  int y = graph_add_value(g, "y", VK_INPUT, DT_I32, (s = sh(1, R, 0), &s), NOLOC);
+  int x = graph_add_value(g, "x", VK_INPUT, DT_F32, (s = shape2(2, R, D), &s), NOLOC);
+  int y = graph_add_value(g, "y", VK_INPUT, DT_I32, (s = shape2(1, R, 0), &s), NOLOC);
   int h = linear(g, "l0", x, D, H, R);
   int first = g->nnodes;
-  int lw = param(g, "ln.weight", sh(1, H, 0));
-  int lb = param(g, "ln.bias", sh(1, H, 0));
+  int lw = param(g, "ln.weight", shape2(1, H, 0));
+  int lb = param(g, "ln.bias", shape2(1, H, 0));
   int n = graph_add_node(g, OP_LAYERNORM, "ln", (int[]){h, lw, lb}, 3, NOLOC);
   g->nodes[n].a.norm.eps = 1e-5;
-  int t = graph_add_output(g, n, "ln", DT_F32, (s = sh(2, R, H), &s), false);
-  graph_add_output(g, n, "ln.mean", DT_F32, (s = sh(1, R, 0), &s), true);
-  graph_add_output(g, n, "ln.rstd", DT_F32, (s = sh(1, R, 0), &s), true);
+  int t = graph_add_output(g, n, "ln", DT_F32, (s = shape2(2, R, H), &s), false);
+  graph_add_output(g, n, "ln.mean", DT_F32, (s = shape2(1, R, 0), &s), true);
+  graph_add_output(g, n, "ln.rstd", DT_F32, (s = shape2(1, R, 0), &s), true);
   t = linear(g, "l1", t, H, H, R);
   n = graph_add_node(g, OP_GELU, "gelu", (int[]){t}, 1, NOLOC);
-  t = graph_add_output(g, n, "gelu", DT_F32, (s = sh(2, R, H), &s), false);
+  t = graph_add_output(g, n, "gelu", DT_F32, (s = shape2(2, R, H), &s), false);
   n = graph_add_node(g, OP_DROPOUT, "drop", (int[]){t}, 1, NOLOC);
   g->nodes[n].a.dropout.p = 0.25;
-  t = graph_add_output(g, n, "drop", DT_F32, (s = sh(2, R, H), &s), false);
-  graph_add_output(g, n, "drop.mask", DT_U8, (s = sh(2, R, H), &s), true);
+  t = graph_add_output(g, n, "drop", DT_F32, (s = shape2(2, R, H), &s), false);
+  graph_add_output(g, n, "drop.mask", DT_U8, (s = shape2(2, R, H), &s), true);
   t = linear(g, "l2", t, H, H, R);
   int last = g->nnodes;
   if (seg) {
@@ -125,14 +97,14 @@ static Graph *block(bool seg, Precision prec, Optimizer opt) {
     for (int i = first; i < last; i++) g->nodes[i].segment = 0;
   }
   n = graph_add_node(g, OP_ADD, "res", (int[]){h, t}, 2, NOLOC);
-  t = graph_add_output(g, n, "res", DT_F32, (s = sh(2, R, H), &s), false);
+  t = graph_add_output(g, n, "res", DT_F32, (s = shape2(2, R, H), &s), false);
   int lg = linear(g, "head", t, H, C, R);
   n = graph_add_node(g, OP_CROSS_ENTROPY, "loss", (int[]){lg, y}, 2, NOLOC);
   Shape scalar = {0};
   g->loss = graph_add_output(g, n, "loss", DT_F32, &scalar, false);
-  graph_add_output(g, n, "logprobs", DT_F32, (s = sh(2, R, C), &s), true);
+  graph_add_output(g, n, "logprobs", DT_F32, (s = shape2(2, R, C), &s), true);
   g->vals[g->loss].is_output = true;
-  finish(g);
+  plan_step(g);
   return g;
 }
 

@@ -27,7 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mdlc.h"
+#include "tests/unit/check.h"
 
 static Shape shp(int rank, const int64_t *d) {
   Shape s = {.rank = rank};
@@ -80,15 +80,6 @@ static Graph *new_graph(const char *name) {
   return g;
 }
 
-static void finish(Graph *g) {
-  graph_verify(g);
-  pass_precision(g);
-  pass_autodiff(g);
-  pass_liveness(g);
-  pass_arena(g);
-  graph_verify(g);
-}
-
 static Graph *block(bool seg) {
   enum { R = 4, D = 5, H = 6, C = 3 };
   Graph *g = new_graph("block");
@@ -120,7 +111,7 @@ static Graph *block(bool seg) {
   t = node1(g, OP_ADD, "res", (int[]){h, t}, 2, SH(R, H));
   t = linear(g, "head", t, H, C, SH(R, C));
   set_loss(g, OP_CROSS_ENTROPY, "loss", t, y, SH(R, C));
-  finish(g);
+  plan_step(g);
   return g;
 }
 
@@ -174,7 +165,7 @@ static Graph *attention(void) {
   o = linear(g, "proj", o, D, D, SH(B, S, D));
   o = node1(g, OP_ADD, "res", (int[]){x, o}, 2, SH(B, S, D));
   set_loss(g, OP_MSE, "loss", o, tg, SH(1));
-  finish(g);
+  plan_step(g);
   return g;
 }
 
@@ -199,7 +190,7 @@ static Graph *embed(void) {
   c = node1(g, OP_SILU, "silu", (int[]){c}, 1, SH(B, S, 2 * D));
   int lg = linear(g, "head", c, 2 * D, C, SH(B, S, C));
   set_loss(g, OP_CROSS_ENTROPY, "loss", lg, y, SH(B, S, C));
-  finish(g);
+  plan_step(g);
   return g;
 }
 
@@ -248,7 +239,7 @@ static Graph *cnn(void) {
   t = node1(g, OP_GLOBAL_AVGPOOL, "gap", (int[]){t}, 1, SH(N, 6));
   t = linear(g, "fc", t, 6, 3, SH(N, 3));
   set_loss(g, OP_CROSS_ENTROPY, "loss", t, y, SH(N, 3));
-  finish(g);
+  plan_step(g);
   return g;
 }
 

@@ -13,22 +13,10 @@
  * byte. 300 chains from a fixed seed (the first 60 were the whole test
  * once; chains 169, 271, 276 and 293 caught the model's old errors).
  */
-#include "mdlc.h"
+#include "tests/unit/check.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(c, ...)                                                        \
-  do {                                                                       \
-    if (!(c)) {                                                              \
-      failures++;                                                            \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                   \
-      fprintf(stderr, __VA_ARGS__);                                          \
-      fputc('\n', stderr);                                                   \
-    }                                                                        \
-  } while (0)
 
 static uint64_t rng = 88172645463325252ULL;
 static int rnd(int n) {

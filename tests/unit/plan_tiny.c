@@ -6,28 +6,9 @@
  * bytes after its allocations. The expected figures are the spec's, worked
  * out by hand there.
  */
-#include "mdlc.h"
+#include "tests/unit/check.h"
 
 #include <string.h>
-
-static int failures;
-
-#define CHECK(c, ...)                                                        \
-  do {                                                                       \
-    if (!(c)) {                                                              \
-      failures++;                                                            \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                   \
-      fprintf(stderr, __VA_ARGS__);                                          \
-      fputc('\n', stderr);                                                   \
-    }                                                                        \
-  } while (0)
-
-static Shape sh(int rank, int64_t a, int64_t b) {
-  Shape s = {.rank = rank};
-  s.dim[0] = a;
-  s.dim[1] = b;
-  return s;
-}
 
 /* sorted byte sizes of a list of buffers, as "32 16" */
 static const char *sizes(const Graph *g, const int *bufs, int n) {
@@ -53,32 +34,27 @@ static Graph *tiny(Optimizer opt, bool in_backward) {
   g->cfg.workspace = 0;
   g->cfg.opt_in_backward = in_backward;
   Shape s;
-  int x = graph_add_value(g, "x", VK_INPUT, DT_F32, (s = sh(2, 2, 3), &s), NOLOC);
-  int y = graph_add_value(g, "y", VK_INPUT, DT_I32, (s = sh(1, 2, 0), &s), NOLOC);
-  int w1 = graph_add_value(g, "l1.weight", VK_PARAM, DT_F32, (s = sh(2, 4, 3), &s), NOLOC);
-  int b1 = graph_add_value(g, "l1.bias", VK_PARAM, DT_F32, (s = sh(1, 4, 0), &s), NOLOC);
-  int w2 = graph_add_value(g, "l2.weight", VK_PARAM, DT_F32, (s = sh(2, 2, 4), &s), NOLOC);
-  int b2 = graph_add_value(g, "l2.bias", VK_PARAM, DT_F32, (s = sh(1, 2, 0), &s), NOLOC);
+  int x = graph_add_value(g, "x", VK_INPUT, DT_F32, (s = shape2(2, 2, 3), &s), NOLOC);
+  int y = graph_add_value(g, "y", VK_INPUT, DT_I32, (s = shape2(1, 2, 0), &s), NOLOC);
+  int w1 = graph_add_value(g, "l1.weight", VK_PARAM, DT_F32, (s = shape2(2, 4, 3), &s), NOLOC);
+  int b1 = graph_add_value(g, "l1.bias", VK_PARAM, DT_F32, (s = shape2(1, 4, 0), &s), NOLOC);
+  int w2 = graph_add_value(g, "l2.weight", VK_PARAM, DT_F32, (s = shape2(2, 2, 4), &s), NOLOC);
+  int b2 = graph_add_value(g, "l2.bias", VK_PARAM, DT_F32, (s = shape2(1, 2, 0), &s), NOLOC);
 
   int n = graph_add_node(g, OP_LINEAR, "l1", (int[]){x, w1, b1}, 3, NOLOC);
   g->nodes[n].a.linear.out = 4;
-  int a = graph_add_output(g, n, "a", DT_F32, (s = sh(2, 2, 4), &s), false);
+  int a = graph_add_output(g, n, "a", DT_F32, (s = shape2(2, 2, 4), &s), false);
   n = graph_add_node(g, OP_RELU, "h", (int[]){a}, 1, NOLOC);
-  int h = graph_add_output(g, n, "h", DT_F32, (s = sh(2, 2, 4), &s), false);
+  int h = graph_add_output(g, n, "h", DT_F32, (s = shape2(2, 2, 4), &s), false);
   n = graph_add_node(g, OP_LINEAR, "l2", (int[]){h, w2, b2}, 3, NOLOC);
-  int lg = graph_add_output(g, n, "logits", DT_F32, (s = sh(2, 2, 2), &s), false);
+  int lg = graph_add_output(g, n, "logits", DT_F32, (s = shape2(2, 2, 2), &s), false);
   n = graph_add_node(g, OP_CROSS_ENTROPY, "loss", (int[]){lg, y}, 2, NOLOC);
   Shape scalar = {0};
   int loss = graph_add_output(g, n, "loss", DT_F32, &scalar, false);
-  graph_add_output(g, n, "logprobs", DT_F32, (s = sh(2, 2, 2), &s), true);
+  graph_add_output(g, n, "logprobs", DT_F32, (s = shape2(2, 2, 2), &s), true);
   g->vals[loss].is_output = true;
   g->loss = loss;
-  graph_verify(g);
-  pass_precision(g);
-  pass_autodiff(g);
-  pass_liveness(g);
-  pass_arena(g);
-  graph_verify(g);
+  plan_step(g);
   return g;
 }
 
