@@ -60,7 +60,8 @@ static void usage(FILE *f) {
       "  --device-memory SIZE   does it fit (CUDA context included)\n"
       "  --device cuda|cpu      where --run runs (cpu: the reference executor)\n"
       "  --steps N --seed N --lr X --data fixed|fresh --alloc pool|arena\n"
-      "  --check                compare one GPU step with the CPU reference\n"
+      "  --check                compare the GPU steps with the CPU reference\n"
+      "  --eager                every GPU step eager (no CUDA graph replay)\n"
       "  --json  -o FILE  -q  --dump-after=PASS  --version  --help\n"
       "\n"
       "SIZE: plain bytes or with a unit: 512MiB, 8GiB, 64KiB, 1GB.\n",
@@ -119,7 +120,7 @@ static const char *const long_opts[] = {
     "--workspace", "--infer", "--optimizer-in-backward", "--gpus", "--zero",
     "--device-memory", "--device", "--steps", "--seed", "--alloc", "--json",
     "--version", "--help", "--dump-after", "--check", "--lr", "--data",
-    "--profile",
+    "--profile", "--eager",
 };
 
 static void parse_args(int argc, char **argv, Options *o) {
@@ -194,6 +195,7 @@ static void parse_args(int argc, char **argv, Options *o) {
       o->run.arena = word_arg(a, need_arg(argc, argv, &i), allocs, 2) == 1;
     else if (strcmp(a, "--check") == 0) o->run.check = true;
     else if (strcmp(a, "--profile") == 0) o->run.profile = true;
+    else if (strcmp(a, "--eager") == 0) o->run.eager = true;
     else if (strcmp(a, "--json") == 0) o->run.json = true;
     else if (strcmp(a, "-q") == 0) o->run.quiet = true;
     else if (strcmp(a, "-o") == 0) o->run.out_path = need_arg(argc, argv, &i);
@@ -607,7 +609,7 @@ static int run_action(const Options *o, Graph *g, const Placement *pl) {
 
 int main(int argc, char **argv) {
   atexit(mem_free_all);
-  Options o = {.device_memory = -1, .run = {.steps = 1}};
+  Options o = {.device_memory = -1};
   o.cfg = graph_new()->cfg; /* the defaults */
   parse_args(argc, argv, &o);
   Placement pl;

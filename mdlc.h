@@ -696,19 +696,23 @@ int64_t graph_param_count(const Graph *g);
  *     (step, i)) >= p, kept values scaled by 1/(1-p).
  */
 typedef struct {
-  int steps;            /* --steps, default 1 */
+  int steps;            /* --steps; 0: not given (CPU 1, GPU
+                           CUDA_DEFAULT_STEPS) */
   uint64_t seed;        /* --seed, default 0 */
   double lr;            /* --lr, default: the optimizer's PyTorch default */
   bool fresh_data;      /* --data fresh: new batch each step */
   bool arena;           /* --alloc arena */
   bool check;           /* --check: compare one step with the CPU reference */
   bool profile;         /* --profile: per-op times */
+  bool eager;           /* --eager: no CUDA graph replay */
   bool json;            /* --json */
   bool quiet;           /* -q */
   const char *out_path; /* -o FILE, or NULL */
 } RunOpts;
 
 int cpu_run(Graph *g, const RunOpts *o);             /* backend/cpu_exec.c */
+/* --run on the GPU without --steps: the first step eager, nine replays. */
+enum { CUDA_DEFAULT_STEPS = 10 };
 int cuda_emit(const Graph *g, const RunOpts *o, FILE *f); /* backend/cuda_emit.c */
 int cuda_run(Graph *g, const RunOpts *o);            /* backend/cuda_run.c */
 

@@ -246,7 +246,7 @@ static void emit_fwd(Emit *E, int ni, const Instr *in) {
     break;
   case OP_CAST: P("  mdlrt_copy(%s, %s, 0);\n", Y, X); break;
   case OP_DROPOUT:
-    P("  mdlrt_dropout_fwd(%s, %s, %s, %.17g, %d, s);\n", Y, O1, X,
+    P("  mdlrt_dropout_fwd(%s, %s, %s, %.17g, %d);\n", Y, O1, X,
       n->a.dropout.p, ni);
     break;
   case OP_ADD: P("  mdlrt_add_fwd(%s, %s, %s);\n", Y, X, I1); break;
@@ -514,7 +514,7 @@ static void emit_instr(Emit *E, int i) {
   case IK_OPT: {
     const char *R[5];
     for (int k = 0; k < 5; k++) R[k] = k < in->nin ? ref(E, in->in[k]) : "NONE";
-    P("  mdlrt_optim_step(&OPT, s + 1, %s, %s, %s, %s, %s);\n", R[0], R[1],
+    P("  mdlrt_optim_step(&OPT, %s, %s, %s, %s, %s);\n", R[0], R[1],
       R[2], R[3], R[4]);
     break;
   }
@@ -618,7 +618,8 @@ static void emit_setup(Emit *E) {
 static void emit_step(Emit *E) {
   const Graph *g = E->g;
   P("/* One training step: the schedule, unrolled. s: the 0-based step. */\n"
-    "static void step(int64_t s) {\n  (void)s;");
+    "static void step(int64_t s) {\n"
+    "  mdlrt_step_begin(s, &OPT); /* dropout's step, Adam's corrections */\n");
   for (int i = 0; i < g->nins; i++) emit_instr(E, i);
   P("}\n\n");
   P("/* After reading the results: the loss and the outputs go. */\n"
@@ -632,11 +633,35 @@ static void emit_step(Emit *E) {
   P("}\n\n");
 }
 
+/* From the second step on, the step replays as a CUDA graph captured from
+ * it in arena mode: nothing is allocated inside, every buffer lies at its
+ * planned arena offset. In pool mode the eager first step has measured the
+ * peak; the arena is then taken from the pool, which from there on holds
+ * exactly the persistent bytes and the arena. */
+static const char *const REPLAY_TEXT =
+    "/* From the second step on, the step replays as a CUDA graph captured "
+    "in\n * arena mode: nothing is allocated inside, every buffer lies at "
+    "its planned\n * offset. In pool mode the arena comes from the pool, "
+    "which then holds the\n * persistent bytes and the arena, nothing "
+    "else. */\n"
+    "static int start_replay(void) {\n"
+    "  if (!arena_mode) {\n"
+    "    arena = ARENA_BYTES ? (char *)mdlrt_try_alloc(ARENA_BYTES) : 0;\n"
+    "    if (ARENA_BYTES && !arena) {\n"
+    "      printf(\"mdlrt: replay off: no room for the arena\\n\");\n"
+    "      return 0;\n"
+    "    }\n"
+    "    arena_mode = 1;\n"
+    "  }\n"
+    "  mdlrt_graph_capture(step, 1);\n"
+    "  return 1;\n"
+    "}\n\n";
+
 static const char *const MAIN_TEXT =
     "int main(int argc, char **argv) {\n"
     "  int64_t steps = STEPS;\n"
     "  mdlrt_config cfg = {MODEL, SEED, 0};\n"
-    "  int fresh = FRESH;\n"
+    "  int fresh = FRESH, eager = !GRAPH_OK;\n"
     "  const char *dump = 0;\n"
     "  for (int i = 1; i < argc; i++) {\n"
     "    if (!strcmp(argv[i], \"--steps\") && i + 1 < argc)\n"
@@ -647,11 +672,13 @@ static const char *const MAIN_TEXT =
     "      OPT.lr = atof(argv[++i]);\n"
     "    else if (!strcmp(argv[i], \"--arena\")) cfg.arena = 1;\n"
     "    else if (!strcmp(argv[i], \"--fresh\")) fresh = 1;\n"
+    "    else if (!strcmp(argv[i], \"--eager\")) eager = 1;\n"
     "    else if (!strcmp(argv[i], \"--dump\") && i + 1 < argc)\n"
     "      dump = argv[++i];\n"
     "    else {\n"
     "      fprintf(stderr, \"usage: %s [--steps N] [--seed N] [--lr X] \"\n"
-    "              \"[--arena] [--fresh] [--dump FILE]\\n\", argv[0]);\n"
+    "              \"[--arena] [--fresh] [--eager] [--dump FILE]\\n\", "
+    "argv[0]);\n"
     "      return 2;\n"
     "    }\n"
     "  }\n"
@@ -665,15 +692,18 @@ static const char *const MAIN_TEXT =
     "  if (arena_mode)\n"
     "    printf(\"mdlrt: arena_used %lld\\n\",\n"
     "           (long long)(mdlrt_device_used() - base));\n"
+    "  int pool = !arena_mode, replay = 0;\n"
     "  for (int64_t s = 0; s < steps; s++) {\n"
     "    if (fresh && s > 0) load_inputs(s);\n"
-    "    if (!arena_mode) mdlrt_pool_reset_peak();\n"
+    "    if (s == 1 && !eager && mdlrt_graph_ok()) replay = start_replay();\n"
+    "    if (pool) mdlrt_pool_reset_peak();\n"
     "    mdlrt_timer_start();\n"
-    "    step(s);\n"
+    "    if (replay) mdlrt_graph_replay(s);\n"
+    "    else step(s);\n"
     "    double ms = mdlrt_timer_stop();\n"
-    "    long long peak = arena_mode ? -1 : (long long)mdlrt_pool_peak();\n"
-    "    printf(\"mdlrt: step %lld loss %.9g ms %.6f peak %lld\\n\",\n"
-    "           (long long)s, LOSS_READ, ms, peak);\n"
+    "    long long peak = pool ? (long long)mdlrt_pool_peak() : -1;\n"
+    "    printf(\"mdlrt: step %lld loss %.9g ms %.6f peak %lld%s\\n\",\n"
+    "           (long long)s, LOSS_READ, ms, peak, replay ? \" replay\" : \"\");\n"
     "    fflush(stdout);\n"
     "    end_step();\n"
     "  }\n"
@@ -712,7 +742,9 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
           " * Build: nvcc -arch=sm_90 -I<mdlc>/runtime this.cu libmdlrt.a "
           "-lcublas -lcublasLt -lcudnn\n"
           " * Run:   ./a.out [--steps N] [--seed N] [--lr X] [--arena] "
-          "[--fresh] [--dump FILE]\n"
+          "[--fresh] [--eager] [--dump FILE]\n"
+          " * Step 1 runs eagerly; steps 2.. replay it as a CUDA graph "
+          "(--eager: not).\n"
           " * Every buffer B[i] is Buf i of the plan (mdlc --dump-after "
           "liveness). */\n",
           g->model_name ? g->model_name : "?", src, MDLC_VERSION,
@@ -725,8 +757,10 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
              "\n#include \"mdlrt.h\"\n\n");
   fprintf(f, "#define MODEL \"%s\"\n", cstr(g->model_name ? g->model_name : "?"));
   fprintf(f, "#define STEPS %d\n#define SEED %lluull\n#define FRESH %d\n",
-          o->steps > 0 ? o->steps : 1, (unsigned long long)o->seed,
-          o->fresh_data);
+          o->steps > 0 ? o->steps : CUDA_DEFAULT_STEPS,
+          (unsigned long long)o->seed, o->fresh_data);
+  /* --profile synchronizes after every op: no graph can hold that */
+  fprintf(f, "#define GRAPH_OK %d\n", o->profile ? 0 : 1);
   fprintf(f, "#define PREDICTED_PEAK %lldll\n#define ARENA_BYTES %lldll\n",
           (long long)g->peak, (long long)g->arena_bytes);
   if (g->loss >= 0 && g->val_buf[g->loss] >= 0)
@@ -766,8 +800,11 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
           "    B[b] = mdlrt_alloc(BYTES[b], ZERO[b]);\n"
           "  }\n"
           "}\n\n"
+          "/* In arena mode a buffer keeps its place, so a replayed step's "
+          "loss can be\n * read where the captured one wrote it. */\n"
           "static void buf_free(int b) {\n"
-          "  if (!arena_mode) mdlrt_free(B[b]);\n"
+          "  if (arena_mode) return;\n"
+          "  mdlrt_free(B[b]);\n"
           "  B[b] = 0;\n"
           "}\n\n"
           "#define AT(b, t) mdlrt_at(B[b], &(t))\n"
@@ -792,6 +829,7 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
   }
   fprintf(f, "\n");
   fputs(E->body.s ? E->body.s : "", f);
+  fputs(REPLAY_TEXT, f);
   fputs(MAIN_TEXT, f);
   return ferror(f) ? 1 : 0;
 }

@@ -8,10 +8,12 @@
 #   BUILD=build sh bench/gpu_bench.sh run     # on the GPU: time both, table
 #
 # mdlc: `mdlc --emit-cuda` (the program `mdlc --run` builds), compiled with
-# nvcc against $BUILD/libmdlrt.a, run for $STEPS steps; step time is the
-# median of steps 2.. (CUDA events around the whole step: allocations,
-# kernels, frees), the peak the pool's high-water mark, which must equal the
-# prediction (PREDICTED_PEAK in the program) to the byte. PyTorch:
+# nvcc against $BUILD/libmdlrt.a, run for $STEPS steps: step 1 eager, with
+# every allocation and free from the pool (its high-water mark must equal
+# the prediction, PREDICTED_PEAK in the program, to the byte), steps 2..
+# replayed as a CUDA graph over the planned arena (EAGER=1: eager too, with
+# their allocations and frees); step time is the median of steps 2.. (CUDA
+# events around the whole step). PyTorch:
 # bench/torch_models.py, the same model, batch and precision, its peak
 # torch.cuda.memory_stats()["requested_bytes.all.peak"]. Each program runs
 # twice: "2 runs" says whether both printed the same losses at every step
@@ -50,9 +52,12 @@ run() {
     n=${m}_$p${ws:+_ws$ws}
     prog=$DIR/$n
     pred=$(sed -n 's/^#define PREDICTED_PEAK \([0-9]*\)ll$/\1/p' "$prog.cu")
-    "$prog" --steps "$STEPS" > "$OUT/mdlc_$n.log" 2>&1 || fail=1
+    eager=
+    [ "${EAGER:-0}" = 1 ] && eager=--eager
+    "$prog" --steps "$STEPS" $eager > "$OUT/mdlc_$n.log" 2>&1 || fail=1
     # determinism: a second run of the same program prints the same losses
-    "$prog" --steps "$STEPS" > "$OUT/mdlc_${n}_again.log" 2>&1 || fail=1
+    "$prog" --steps "$STEPS" $eager > "$OUT/mdlc_${n}_again.log" 2>&1 ||
+      fail=1
     l1=$(awk '/^mdlrt: step/ {print $5}' "$OUT/mdlc_$n.log")
     l2=$(awk '/^mdlrt: step/ {print $5}' "$OUT/mdlc_${n}_again.log")
     if [ -n "$l1" ] && [ "$l1" = "$l2" ]; then det=same; else det=DIFF; fail=1; fi
@@ -69,7 +74,7 @@ m, p, pred, ml, tl, det = sys.argv[1:7]
 pred = int(pred)
 steps = [l.split() for l in open(ml) if l.startswith("mdlrt: step")]
 ms = sorted(float(s[6]) for s in steps[1:] or steps)
-peaks = [int(s[8]) for s in steps]
+peaks = [int(s[8]) for s in steps if s[-1] != "replay"]
 loss = float(steps[-1][4]) if steps else float("nan")
 t = [l.split() for l in open(tl) if " median_ms " in l]
 if not steps or not t:

@@ -17,6 +17,8 @@
 #include "mdlrt_rng.h"
 
 Runtime mdlrt_rt;
+/* The step's variables on the device (mdlrt_step_begin copies them). */
+__device__ StepVars d_step;
 
 /* ---- failures ------------------------------------------------------- */
 
@@ -26,6 +28,9 @@ void mdlrt_fail(const char *lib, const char *err, const char *call,
           mdlrt_rt.op ? mdlrt_rt.op : "(setup)", call, file, line);
   printf("mdlrt: error %s %s\n", err,
          mdlrt_rt.op ? mdlrt_rt.op : "(setup)");
+  if (mdlrt_rt.capturing)
+    fprintf(stderr, "mdlrt: (while capturing the step into a CUDA graph; "
+            "the program's --eager runs every step without one)\n");
   fflush(stdout);
   exit(3);
 }
@@ -200,6 +205,9 @@ void mdlrt_init(const mdlrt_config *cfg) {
   uint64_t keep = UINT64_MAX;
   CUDA_CHECK(cudaMemPoolSetAttribute(mdlrt_rt.pool,
                                      cudaMemPoolAttrReleaseThreshold, &keep));
+  CUDA_CHECK(cudaMallocHost((void **)&mdlrt_rt.hstep, sizeof(StepVars)));
+  memset(mdlrt_rt.hstep, 0, sizeof(StepVars));
+  CUDA_CHECK(cudaGetSymbolAddress((void **)&mdlrt_rt.dstep, d_step));
   mdlrt_sync();
 }
 
@@ -208,6 +216,8 @@ void mdlrt_shutdown(void) {
   prof_print();
   cudnnDestroy(mdlrt_rt.dnn);
   cublasDestroy(mdlrt_rt.blas);
+  if (mdlrt_rt.graph) cudaGraphExecDestroy(mdlrt_rt.graph);
+  cudaFreeHost(mdlrt_rt.hstep);
   cudaMemPoolDestroy(mdlrt_rt.pool);
   cudaStreamDestroy(mdlrt_rt.stream);
 }
@@ -246,6 +256,16 @@ void mdlrt_free(void *p) {
 void *mdlrt_arena(int64_t bytes) {
   void *p = NULL;
   CUDA_CHECK(cudaMalloc(&p, (size_t)(bytes ? bytes : 1)));
+  return p;
+}
+
+void *mdlrt_try_alloc(int64_t bytes) {
+  void *p = NULL;
+  if (cudaMallocFromPoolAsync(&p, (size_t)bytes, mdlrt_rt.pool,
+                              mdlrt_rt.stream) != cudaSuccess) {
+    (void)cudaGetLastError(); /* out of memory is not sticky: clear it */
+    return NULL;
+  }
   return p;
 }
 
@@ -724,7 +744,8 @@ void mdlrt_bcast_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
 /* ---- dropout ------------------------------------------------------------- */
 
 __global__ void k_dropout_fwd(View y, View mask, View x, float p, float keep,
-                              uint64_t seed, uint64_t stream, uint64_t step) {
+                              uint64_t seed, uint64_t stream) {
+  const uint64_t step = d_step.step;
   GRID_LOOP(i, y.n) {
     int m = mdlrt_uniform(seed, stream, mdlrt_dropout_index(step, i)) >= p;
     ((uint8_t *)mask.p)[vofs(mask, i)] = (uint8_t)m;
@@ -741,8 +762,8 @@ __global__ void k_dropout_bwd(View dx, int accum, View dy, View mask,
 }
 
 __global__ void k_dropout_fwd_vec(View y, View mask, View x, float p,
-                                  float keep, uint64_t seed, uint64_t stream,
-                                  uint64_t step) {
+                                  float keep, uint64_t seed, uint64_t stream) {
+  const uint64_t step = d_step.step;
   float f[8], m[8];
   VEC_LOOP(i, y.n) {
     ld8(x, i, f);
@@ -777,19 +798,17 @@ __global__ void k_dropout_bwd_vec(View dx, int accum, View dy, View mask,
 }
 
 void mdlrt_dropout_fwd(mdlrt_ref yr, mdlrt_ref maskr, mdlrt_ref xr, double p,
-                       uint64_t node, uint64_t step) {
+                       uint64_t node) {
   View y = mdlrt_view(yr), m = mdlrt_view(maskr), x = mdlrt_view(xr);
   if (!y.n) return;
   float keep = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
   if (y.contig && m.contig && x.contig && vec_ok(y) && vec_ok(m) &&
       vec_ok(x) && m.dt == MDLRT_U8)
     k_dropout_fwd_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(
-        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node,
-        step);
+        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node);
   else
     k_dropout_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
-        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node,
-        step);
+        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node);
   KERNEL_CHECK();
 }
 
@@ -811,13 +830,13 @@ void mdlrt_dropout_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
 /* ---- optimizers ---------------------------------------------------------- */
 
 /* Scalars of one update, computed in double and rounded to f32 once
- * (docs/ops.md, Optimizers). */
+ * (docs/ops.md, Optimizers); Adam's two that depend on the step are in
+ * d_step. */
 struct OptScalars {
   int kind;
   float lr, wd, mu;     /* learning rate, L2 weight decay, momentum */
   float b1, omb1;       /* beta1, 1 - beta1 */
   float b2, omb2;       /* beta2, 1 - beta2 */
-  float step, sqrt_bc2; /* lr / (1 - beta1^t), sqrt(1 - beta2^t) */
   float eps, decay;     /* eps, 1 - lr * decoupled weight decay */
 };
 
@@ -854,7 +873,7 @@ __global__ void k_optim(OptScalars o, View p, View g, View master, View s0,
       float v = o.b2 * ldf(s1, i) + o.omb2 * gr * gr;
       stf(s0, i, m, 0);
       stf(s1, i, v, 0);
-      x = x - o.step * m / (sqrtf(v) / o.sqrt_bc2 + o.eps);
+      x = x - d_step.adam_step * m / (sqrtf(v) / d_step.sqrt_bc2 + o.eps);
     }
     }
     stf(w, i, x, 0);
@@ -862,9 +881,8 @@ __global__ void k_optim(OptScalars o, View p, View g, View master, View s0,
   }
 }
 
-void mdlrt_optim_step(const mdlrt_optim *o, int64_t t, mdlrt_ref pr,
-                      mdlrt_ref gr, mdlrt_ref mr, mdlrt_ref s0r,
-                      mdlrt_ref s1r) {
+void mdlrt_optim_step(const mdlrt_optim *o, mdlrt_ref pr, mdlrt_ref gr,
+                      mdlrt_ref mr, mdlrt_ref s0r, mdlrt_ref s1r) {
   View p = mdlrt_view(pr), g = mdlrt_view(gr), m = mdlrt_view(mr);
   View s0 = mdlrt_view(s0r), s1 = mdlrt_view(s1r);
   if (!p.n) return;
@@ -875,10 +893,46 @@ void mdlrt_optim_step(const mdlrt_optim *o, int64_t t, mdlrt_ref pr,
   s.mu = (float)o->momentum;
   s.b1 = (float)o->beta1, s.omb1 = (float)(1.0 - o->beta1);
   s.b2 = (float)o->beta2, s.omb2 = (float)(1.0 - o->beta2);
-  s.step = (float)(o->lr / (1.0 - pow(o->beta1, (double)t)));
-  s.sqrt_bc2 = (float)sqrt(1.0 - pow(o->beta2, (double)t));
   s.eps = (float)o->eps;
   s.decay = (float)(1.0 - o->lr * o->weight_decay);
   k_optim<<<grid_for(p.n), 256, 0, mdlrt_rt.stream>>>(s, p, g, m, s0, s1);
   KERNEL_CHECK();
+}
+
+/* ---- the step's variables, and its replay as a CUDA graph --------------- */
+
+static void step_vars(StepVars *v, int64_t step, const mdlrt_optim *o) {
+  double t = (double)(step + 1);
+  v->step = (uint64_t)step;
+  v->adam_step = o ? (float)(o->lr / (1.0 - pow(o->beta1, t))) : 0.0f;
+  v->sqrt_bc2 = o ? (float)sqrt(1.0 - pow(o->beta2, t)) : 0.0f;
+}
+
+void mdlrt_step_begin(int64_t step, const mdlrt_optim *o) {
+  mdlrt_rt.has_opt = o != NULL;
+  if (o) mdlrt_rt.opt = *o;
+  step_vars(mdlrt_rt.hstep, step, o);
+  CUDA_CHECK(cudaMemcpyAsync(mdlrt_rt.dstep, mdlrt_rt.hstep, sizeof(StepVars),
+                             cudaMemcpyHostToDevice, mdlrt_rt.stream));
+}
+
+int mdlrt_graph_ok(void) { return !mdlrt_rt.sync && !mdlrt_rt.prof; }
+
+void mdlrt_graph_capture(void (*fn)(int64_t), int64_t step) {
+  cudaGraph_t g = NULL;
+  mdlrt_rt.capturing = 1;
+  CUDA_CHECK(cudaStreamBeginCapture(mdlrt_rt.stream,
+                                    cudaStreamCaptureModeThreadLocal));
+  fn(step);
+  CUDA_CHECK(cudaStreamEndCapture(mdlrt_rt.stream, &g));
+  CUDA_CHECK(cudaGraphInstantiate(&mdlrt_rt.graph, g, 0));
+  CUDA_CHECK(cudaGraphDestroy(g));
+  mdlrt_rt.capturing = 0;
+  mdlrt_rt.op = NULL;
+}
+
+void mdlrt_graph_replay(int64_t step) {
+  step_vars(mdlrt_rt.hstep, step, mdlrt_rt.has_opt ? &mdlrt_rt.opt : NULL);
+  mdlrt_rt.op = "(CUDA graph replay of the step)";
+  CUDA_CHECK(cudaGraphLaunch(mdlrt_rt.graph, mdlrt_rt.stream));
 }

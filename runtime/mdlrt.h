@@ -80,6 +80,8 @@ void *mdlrt_alloc(int64_t bytes, int zero);
 void mdlrt_free(void *p);
 /* Arena mode: one block for everything not persistent. */
 void *mdlrt_arena(int64_t bytes);
+/* A buffer from the pool, or NULL (no error) if the pool cannot grow. */
+void *mdlrt_try_alloc(int64_t bytes);
 /* Zero-fills bytes at p (arena mode's zero_init). */
 void mdlrt_zero(void *p, int64_t bytes);
 /* The pool's high-water mark since the last reset (synchronizes). */
@@ -214,9 +216,9 @@ void mdlrt_mul_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b);
 void mdlrt_bcast_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, mdlrt_ref other);
 
 /* dropout: mask[i] = 1 iff uniform(DROP stream + node, (step, i)) >= p;
- * y = x * mask / (1 - p). */
+ * y = x * mask / (1 - p); `step` is the one mdlrt_step_begin set. */
 void mdlrt_dropout_fwd(mdlrt_ref y, mdlrt_ref mask, mdlrt_ref x, double p,
-                       uint64_t node, uint64_t step);
+                       uint64_t node);
 void mdlrt_dropout_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, mdlrt_ref mask,
                        double p);
 
@@ -256,12 +258,33 @@ typedef struct {
   double eps;          /* ADAM, ADAMW */
   double weight_decay; /* ADAMW decoupled, else L2 added to the gradient */
 } mdlrt_optim;
-/* One update of a parameter at step `t` (1-based, for Adam's bias
- * correction). With a master (non-NULL base), the master is updated and
+/* One update of a parameter at the step mdlrt_step_begin set (Adam's
+ * bias corrections are its, for the optimizer given there; `o` must be
+ * that one). With a master (non-NULL base), the master is updated and
  * copied into the parameter. s0, s1: the state (NULL base if none). */
-void mdlrt_optim_step(const mdlrt_optim *o, int64_t t, mdlrt_ref param,
-                      mdlrt_ref grad, mdlrt_ref master, mdlrt_ref s0,
-                      mdlrt_ref s1);
+void mdlrt_optim_step(const mdlrt_optim *o, mdlrt_ref param, mdlrt_ref grad,
+                      mdlrt_ref master, mdlrt_ref s0, mdlrt_ref s1);
+
+/* ---- the step, and its replay as a CUDA graph ---------------------------
+ * What changes from one step to the next lives on the device: the 0-based
+ * step number (dropout's masks) and Adam's bias corrections for step + 1,
+ * computed on the host in double and rounded to f32 once. mdlrt_step_begin
+ * writes them to a pinned host block and enqueues one copy of it to the
+ * device, so a step captured into a graph copies, at each replay, the
+ * values the host wrote for the step it replays. The host writes the block
+ * only between steps (the caller synchronizes after each, as the emitted
+ * program does). */
+void mdlrt_step_begin(int64_t step, const mdlrt_optim *o);
+
+/* Captures fn(step) (which must begin with mdlrt_step_begin, allocate
+ * nothing and never synchronize: arena mode) into an executable CUDA graph.
+ * Exits 3 with the CUDA error if the capture fails. */
+void mdlrt_graph_capture(void (*fn)(int64_t), int64_t step);
+/* Runs the captured step as step `step` (asynchronous). */
+void mdlrt_graph_replay(int64_t step);
+/* Whether graphs may be used: not under MDLRT_SYNC=1 or MDLRT_PROF=1,
+ * whose per-op synchronization and events a graph cannot hold. */
+int mdlrt_graph_ok(void);
 
 #ifdef __cplusplus
 }

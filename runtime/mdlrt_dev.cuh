@@ -48,6 +48,13 @@
 #define KERNEL_CHECK() mdlrt_after_launch(__FILE__, __LINE__)
 void mdlrt_after_launch(const char *file, int line);
 
+/* What changes between steps (mdlrt_step_begin). */
+struct StepVars {
+  uint64_t step;   /* 0-based: dropout's masks */
+  float adam_step; /* lr / (1 - beta1^t), t = step + 1 */
+  float sqrt_bc2;  /* sqrt(1 - beta2^t) */
+};
+
 /* The runtime's state, made once by mdlrt_init. */
 typedef struct {
   cudaStream_t stream;       /* the one stream */
@@ -61,6 +68,12 @@ typedef struct {
   int sync;                  /* MDLRT_SYNC=1 */
   int prof;                  /* MDLRT_PROF=1: time per kind of op */
   const char *op;            /* the op running (for messages) */
+  StepVars *hstep;           /* pinned: the next step's variables */
+  StepVars *dstep;           /* d_step's address */
+  mdlrt_optim opt;           /* the optimizer of the last step begun */
+  int has_opt;               /* ... if it had one */
+  int capturing;             /* inside mdlrt_graph_capture */
+  cudaGraphExec_t graph;     /* the captured step, or NULL */
 } Runtime;
 extern Runtime mdlrt_rt;
 

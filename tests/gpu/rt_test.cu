@@ -290,7 +290,8 @@ static void t_elementwise(void) {
   Tensor big = rnd(F, {64, 64}, 0), dyb = rnd(F, {64, 64}, 0);
   Tensor yb = mk(F, {64, 64}), mask = mk(MDLRT_U8, {64, 64});
   Tensor dxb = mk(F, {64, 64});
-  mdlrt_dropout_fwd(R(&yb), R(&mask), R(&big), 0.3, 7, 2);
+  mdlrt_step_begin(2, NULL);
+  mdlrt_dropout_fwd(R(&yb), R(&mask), R(&big), 0.3, 7);
   mdlrt_dropout_bwd(R(&dxb), 0, R(&dyb), R(&mask), 0.3);
   dump("do_x", &big), dump("do_dy", &dyb), dump("do_y", &yb);
   dump("do_mask", &mask), dump("do_dx", &dxb);
@@ -349,8 +350,10 @@ static void t_optim(void) {
     snprintf(nm, sizeof nm, "%s_p0", names[k]), dump(nm, &p);
     snprintf(nm, sizeof nm, "%s_g1", names[k]), dump(nm, &g1);
     snprintf(nm, sizeof nm, "%s_g2", names[k]), dump(nm, &g2);
-    mdlrt_optim_step(&o, 1, R(&p), R(&g1), NONE, R(&s0), R(&s1));
-    mdlrt_optim_step(&o, 2, R(&p), R(&g2), NONE, R(&s0), R(&s1));
+    mdlrt_step_begin(0, &o); /* t = 1 */
+    mdlrt_optim_step(&o, R(&p), R(&g1), NONE, R(&s0), R(&s1));
+    mdlrt_step_begin(1, &o); /* t = 2 */
+    mdlrt_optim_step(&o, R(&p), R(&g2), NONE, R(&s0), R(&s1));
     snprintf(nm, sizeof nm, "%s_p2", names[k]), dump(nm, &p);
   }
   /* adamw with a bf16 parameter and an f32 master */
@@ -360,7 +363,8 @@ static void t_optim(void) {
   Tensor s0 = mk(F, {10}), s1 = mk(F, {10});
   mdlrt_copy(R(&p), R(&m), 0);
   dump("master_m0", &m), dump("master_g", &g);
-  mdlrt_optim_step(&o, 1, R(&p), R(&g), R(&m), R(&s0), R(&s1));
+  mdlrt_step_begin(0, &o);
+  mdlrt_optim_step(&o, R(&p), R(&g), R(&m), R(&s0), R(&s1));
   dump("master_m1", &m), dump("master_p1", &p);
   end();
 }

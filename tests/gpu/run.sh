@@ -38,6 +38,7 @@ if [ -x "$BUILD/mdlc" ] && [ -f tests/gpu/models.sh ]; then
   echo "== models: predicted against measured peak"
   BUILD=$BUILD OUT=$OUT sh tests/gpu/models.sh || fail=1
 fi
+[ -x "$BUILD/mdlc" ] && { BUILD=$BUILD OUT=$OUT sh tests/gpu/graph.sh || fail=1; }
 [ -x "$BUILD/mdlc" ] && { BUILD=$BUILD OUT=$OUT sh tests/gpu/placement.sh || fail=1; }
 [ -x "$BUILD/mdlc" ] && { BUILD=$BUILD OUT=$OUT sh tests/gpu/learns.sh || fail=1; }
 [ $fail = 0 ] && echo "gpu tests: PASS" || echo "gpu tests: FAIL"
