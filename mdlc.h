@@ -865,6 +865,9 @@ typedef struct {
   int probe_value;        /* a parameter value, or -1 */
   float *probe_before;    /* its contents before step 1 (numel), or NULL */
   float *probe_after;     /* its contents after the last step, or NULL */
+  /* --check: every gradient of the first step, as the optimizer reads it,
+   * in the -o format, to this file (NULL: not written) */
+  const char *grads_path;
 } CpuStats;
 int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st);
 

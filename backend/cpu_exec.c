@@ -41,6 +41,7 @@ typedef struct {
   int cur;             /* instruction running, for messages */
   jmp_buf fail;        /* a failed check unwinds here (cpu_run_stats) */
   double *prof;        /* --profile: ms per (op, pass), or NULL */
+  FILE *grads;         /* the first step's gradients go here, or NULL */
 } Exec;
 
 /* --profile rows: forward (recompute included) and backward of each op,
@@ -604,6 +605,17 @@ static void run_backward(Exec *e, const Instr *in) {
   free(d);
 }
 
+/* One buffer in the `-o` format: "NAME DTYPE NUMEL", then its bytes in
+ * hex, 32 to a line. */
+static void write_buf(Exec *e, FILE *f, int b) {
+  const Buf *x = &e->g->bufs[b];
+  fprintf(f, "%s %s %lld\n", x->name, dtype_name(x->dtype),
+          (long long)x->numel);
+  for (int64_t i = 0; i < x->bytes; i++)
+    fprintf(f, "%02x%s", e->ptr[b][i], (i + 1) % 32 && i + 1 < x->bytes
+                                           ? "" : "\n");
+}
+
 /* ---- optimizer ---------------------------------------------------------- */
 
 static void run_opt(Exec *e, const Instr *in) {
@@ -611,6 +623,7 @@ static void run_opt(Exec *e, const Instr *in) {
   ASSERT(in->nin == 5);
   int64_t n = numel_v(g, in->node);
   Ref pr = in->in[0], gr = in->in[1], mr = in->in[2];
+  if (e->grads && e->step == 0) write_buf(e, e->grads, gr.buf);
   float *p = gather(e, mr.buf >= 0 ? mr : pr), *gd = gather(e, gr);
   float *s0 = gather(e, in->in[3]), *s1 = gather(e, in->in[4]);
   Optimizer k = g->cfg.optimizer;
@@ -851,14 +864,9 @@ static void dump_state(Exec *e, FILE *f) {
   const Graph *g = e->g;
   for (int b = 0; b < g->nbufs; b++) {
     const Buf *x = &g->bufs[b];
-    if (x->cat != CAT_PARAM && x->cat != CAT_MASTER &&
-        x->cat != CAT_OPT_STATE)
-      continue;
-    fprintf(f, "%s %s %lld\n", x->name, dtype_name(x->dtype),
-            (long long)x->numel);
-    for (int64_t i = 0; i < x->bytes; i++)
-      fprintf(f, "%02x%s", e->ptr[b][i], (i + 1) % 32 && i + 1 < x->bytes
-                                             ? "" : "\n");
+    if (x->cat == CAT_PARAM || x->cat == CAT_MASTER ||
+        x->cat == CAT_OPT_STATE)
+      write_buf(e, f, b);
   }
 }
 
@@ -928,6 +936,7 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
 
   int failed = setjmp(e->fail);
   if (failed) {
+    if (e->grads) fclose(e->grads);
     release_all(e);
     return failed;
   }
@@ -942,6 +951,8 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
            precision_name[g->cfg.precision],
            g->cfg.infer ? "inference" : optimizer_name[g->cfg.optimizer]);
   if (o->profile) e->prof = xalloc(sizeof *e->prof * PROF_N);
+  if (st && st->grads_path && !(e->grads = fopen(st->grads_path, "w")))
+    die_machine("cannot write '%s'", st->grads_path);
   for (int s = 0; s < steps; s++) {
     e->step = (uint64_t)s;
     if (o->fresh_data && s > 0) fill_inputs(e, limit, (uint64_t)s);
@@ -996,6 +1007,9 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
   if (e->peak != g->peak)
     fprintf(stderr, "mdlc: error: measured peak %lld B differs from the "
             "predicted %lld B\n", (long long)e->peak, (long long)g->peak);
+  if (e->grads && fclose(e->grads) != 0)
+    die_machine("writing '%s' failed", st->grads_path);
+  e->grads = NULL;
   if (o->out_path) {
     FILE *f = fopen(o->out_path, "w");
     if (!f) die_usage("-o: cannot write '%s'", o->out_path);

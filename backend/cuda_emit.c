@@ -514,6 +514,11 @@ static void emit_instr(Emit *E, int i) {
   case IK_OPT: {
     const char *R[5];
     for (int k = 0; k < 5; k++) R[k] = k < in->nin ? ref(E, in->in[k]) : "NONE";
+    const Buf *gb = &g->bufs[in->in[1].buf];
+    P("  if (grad_dump && s == 0) /* --check: the gradient, eager step only */\n"
+      "    mdlrt_dump(grad_dump, \"%s\", \"%s\", %lld, B[%d], %lld);\n",
+      cstr(gb->name), dtype_name(gb->dtype), (long long)gb->numel,
+      in->in[1].buf, (long long)gb->bytes);
     P("  mdlrt_optim_step(&OPT, %s, %s, %s, %s, %s);\n", R[0], R[1],
       R[2], R[3], R[4]);
     break;
@@ -675,12 +680,18 @@ static const char *const MAIN_TEXT =
     "    else if (!strcmp(argv[i], \"--eager\")) eager = 1;\n"
     "    else if (!strcmp(argv[i], \"--dump\") && i + 1 < argc)\n"
     "      dump = argv[++i];\n"
+    "    else if (!strcmp(argv[i], \"--dump-grads\") && i + 1 < argc)\n"
+    "      grad_dump = argv[++i];\n"
     "    else {\n"
     "      fprintf(stderr, \"usage: %s [--steps N] [--seed N] [--lr X] \"\n"
-    "              \"[--arena] [--fresh] [--eager] [--dump FILE]\\n\", "
-    "argv[0]);\n"
+    "              \"[--arena] [--fresh] [--eager] [--dump FILE] \"\n"
+    "              \"[--dump-grads FILE]\\n\", argv[0]);\n"
     "      return 2;\n"
     "    }\n"
+    "  }\n"
+    "  if (grad_dump) { /* emptied; step 1 appends */\n"
+    "    FILE *f = fopen(grad_dump, \"w\");\n"
+    "    if (f) fclose(f);\n"
     "  }\n"
     "  arena_mode = cfg.arena;\n"
     "  mdlrt_init(&cfg);\n"
@@ -743,6 +754,7 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
           "-lcublas -lcublasLt -lcudnn\n"
           " * Run:   ./a.out [--steps N] [--seed N] [--lr X] [--arena] "
           "[--fresh] [--eager] [--dump FILE]\n"
+          " *        [--dump-grads FILE]\n"
           " * Step 1 runs eagerly; steps 2.. replay it as a CUDA graph "
           "(--eager: not).\n"
           " * Every buffer B[i] is Buf i of the plan (mdlc --dump-after "
@@ -791,6 +803,7 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
   fprintf(f, "%s};\n", g->nbufs ? "" : "0");
   fprintf(f,
           "static int arena_mode;  /* --arena: buffers at planned offsets */\n"
+          "static const char *grad_dump; /* --dump-grads FILE */\n"
           "static char *arena;     /* the arena block */\n\n"
           "static void buf_alloc(int b) {\n"
           "  if (arena_mode) {\n"

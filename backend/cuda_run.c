@@ -16,9 +16,11 @@
  * the op) is passed on as exit 3.
  *
  * --check also runs the same steps on the CPU reference executor and
- * compares every step's loss within a tolerance per precision, and the
- * state after the last step (parameters, master weights, optimizer state:
- * every gradient went into it) element by element (compare_state).
+ * compares every step's loss within a tolerance per precision, every
+ * gradient of the first step as the optimizer reads it, and the state after
+ * the last step (parameters, master weights, optimizer state) element by
+ * element (compare_state). The first step is eager on the GPU, the others
+ * replayed, so the state checks the replays too.
  *
  * Environment: NVCC (default /usr/local/cuda/bin/nvcc), CUDA_ARCH (sm_90),
  * MDLRT_HOME (the repository, if the binary is not in <repo>/<build>/).
@@ -122,14 +124,16 @@ typedef struct {
 } Result;
 
 static int run_program(const char *bin, const RunOpts *o, int steps,
-                       const char *dump, Result *r) {
-  const char *cmd = xsprintf("'%s' --steps %d --seed %llu%s%s%s%s%s", bin,
+                       const char *dump, const char *grads, Result *r) {
+  const char *cmd = xsprintf("'%s' --steps %d --seed %llu%s%s%s%s%s%s", bin,
                              steps, (unsigned long long)o->seed,
                              o->arena ? " --arena" : "",
                              o->eager ? " --eager" : "",
                              o->fresh_data ? " --fresh" : "",
                              o->lr > 0 ? xsprintf(" --lr %.17g", o->lr) : "",
-                             dump ? xsprintf(" --dump '%s'", dump) : "");
+                             dump ? xsprintf(" --dump '%s'", dump) : "",
+                             grads ? xsprintf(" --dump-grads '%s'", grads)
+                                   : "");
   FILE *p = popen(cmd, "r");
   if (!p) die_machine("cannot run '%s'", bin);
   r->loss = xalloc(sizeof(double) * (size_t)steps);
@@ -252,8 +256,10 @@ typedef struct {
   bool ok;               /* same buffers, every element within tolerance */
 } StateCheck;
 
+/* slack: extra absolute tolerance of parameters and master weights (not of
+ * buffers named "@adam": the optimizer's state). */
 static StateCheck compare_state(const Graph *g, const char *gpu_path,
-                                const char *cpu_path, int steps, double lr) {
+                                const char *cpu_path, double slack) {
   StateCheck c = {.where = "none", .ok = true};
   StateBuf *a = NULL, *b = NULL;
   int na = read_state(gpu_path, &a), nb = read_state(cpu_path, &b);
@@ -264,10 +270,9 @@ static StateCheck compare_state(const Graph *g, const char *gpu_path,
     return c;
   }
   Tol t = check_tol(g);
-  bool adam = g->cfg.optimizer == OPTIM_ADAM || g->cfg.optimizer == OPTIM_ADAMW;
   for (int k = 0; k < na; k++) {
     bool state = strstr(a[k].name, "@adam") != NULL;
-    double atol = t.atol + (adam && !state ? 2.0 * lr * steps : 0.0);
+    double atol = t.atol + (state ? 0.0 : slack);
     if (strcmp(a[k].name, b[k].name) || a[k].numel != b[k].numel ||
         a[k].dt != b[k].dt) {
       c.ok = false;
@@ -311,7 +316,10 @@ int cuda_run(Graph *g, const RunOpts *o) {
   Result r = {0};
   const char *gpu_state = xsprintf("%s/gpu.state", dir);
   const char *cpu_state = xsprintf("%s/cpu.state", dir);
-  int rc = run_program(bin, o, steps, o->check ? gpu_state : NULL, &r);
+  const char *gpu_grads = xsprintf("%s/gpu.grads", dir);
+  const char *cpu_grads = xsprintf("%s/cpu.grads", dir);
+  int rc = run_program(bin, o, steps, o->check ? gpu_state : NULL,
+                       o->check ? gpu_grads : NULL, &r);
   if (rc != 0 || r.steps != steps) {
     if (r.error[0])
       fprintf(stderr, "mdlc: error: the GPU step failed: %s\n", r.error);
@@ -348,10 +356,11 @@ int cuda_run(Graph *g, const RunOpts *o) {
   /* --check: the same steps on the CPU reference, loss by loss */
   bool check_ok = true;
   float *cpu_loss = NULL;
-  StateCheck sc = {.where = "none", .ok = true};
+  StateCheck sc = {.where = "none", .ok = true}, gc = sc;
   if (o->check) {
     cpu_loss = xalloc(sizeof(float) * (size_t)steps);
-    CpuStats st = {.losses = cpu_loss, .perturb_value = -1, .probe_value = -1};
+    CpuStats st = {.losses = cpu_loss, .perturb_value = -1, .probe_value = -1,
+                   .grads_path = cpu_grads};
     RunOpts q = *o;
     q.quiet = true, q.json = false, q.out_path = cpu_state, q.arena = false;
     q.steps = steps;
@@ -369,15 +378,20 @@ int cuda_run(Graph *g, const RunOpts *o) {
       if (!(fabs(got - ref) <= 1e-6 + loss_rtol(g) * fabs(ref)))
         check_ok = false;
     }
-    sc = compare_state(g, gpu_state, cpu_state, steps,
-                       o->lr > 0 ? o->lr : cpu_default_lr(g->cfg.optimizer));
-    if (!sc.ok) check_ok = false;
+    double lr = o->lr > 0 ? o->lr : cpu_default_lr(g->cfg.optimizer);
+    bool adam = g->cfg.optimizer == OPTIM_ADAM ||
+                g->cfg.optimizer == OPTIM_ADAMW;
+    sc = compare_state(g, gpu_state, cpu_state, adam ? 2.0 * lr * steps : 0);
+    gc = compare_state(g, gpu_grads, cpu_grads, 0);
+    if (!sc.ok || !gc.ok) check_ok = false;
   }
   if (!getenv("MDLC_KEEP_TMP")) { /* the program, its source, the states */
     unlink(xsprintf("%s/step.cu", dir));
     unlink(xsprintf("%s/nvcc.log", dir));
     unlink(gpu_state);
     unlink(cpu_state);
+    unlink(gpu_grads);
+    unlink(cpu_grads);
     unlink(bin);
     rmdir(dir);
   }
@@ -411,11 +425,15 @@ int cuda_run(Graph *g, const RunOpts *o) {
       printf(",\n  \"cpu_losses\": [");
       for (int s = 0; s < steps; s++) printf("%s%.9g", s ? ", " : "",
                                              (double)cpu_loss[s]);
-      printf("],\n  \"check_state\": {\"buffers\": %d, \"elements\": %lld, "
-             "\"outside\": %lld, \"rtol\": %g, \"atol\": %g, "
-             "\"worst_ratio\": %.6g, \"worst\": \"%s\"}", sc.buffers,
-             (long long)sc.elements, (long long)sc.bad, tol.rtol, tol.atol,
-             sc.worst, sc.where);
+      const StateCheck *cs[2] = {&gc, &sc};
+      const char *key[2] = {"check_grads", "check_state"};
+      for (int k = 0; k < 2; k++)
+        printf("%s\n  \"%s\": {\"buffers\": %d, \"elements\": %lld, "
+               "\"outside\": %lld, \"rtol\": %g, \"atol\": %g, "
+               "\"worst_ratio\": %.6g, \"worst\": \"%s\"}",
+               k ? "," : "],", key[k], cs[k]->buffers,
+               (long long)cs[k]->elements, (long long)cs[k]->bad, tol.rtol,
+               tol.atol, cs[k]->worst, cs[k]->where);
       printf(",\n  \"check\": %s", check_ok ? "true" : "false");
     }
     printf("\n}\n");
@@ -462,13 +480,19 @@ int cuda_run(Graph *g, const RunOpts *o) {
       printf("step time (median of %d eager steps): %.3f ms\n", steps,
              median);
     if (o->check) {
+      printf("check: gradients of step 1 as the optimizer reads them, %d "
+             "buffers, %lld elements, |gpu - cpu| <= %g + %g |cpu|: %lld "
+             "outside; worst (%.3g of the tolerance) %s\n", gc.buffers,
+             (long long)gc.elements, tol.atol, tol.rtol, (long long)gc.bad,
+             gc.worst, gc.where);
       printf("check: state after step %d (parameters, master weights, "
              "optimizer state), %d buffers, %lld elements, |gpu - cpu| <= "
              "%g + %g |cpu|: %lld outside; worst (%.3g of the tolerance) "
              "%s\n", steps, sc.buffers, (long long)sc.elements, tol.atol,
              tol.rtol, (long long)sc.bad, sc.worst, sc.where);
       printf("check against the CPU reference (loss of every step, rtol "
-             "%g; state element by element): %s\n", loss_rtol(g),
+             "%g; gradients and state element by element): %s\n",
+             loss_rtol(g),
              check_ok ? "ok" : "FAILED");
     }
   }

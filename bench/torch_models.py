@@ -6,15 +6,26 @@ zero_grad(set_to_none); peak as torch.cuda.memory_stats()
 ["requested_bytes.all.peak"] (bytes asked for, before the caching
 allocator's rounding: what mdlc's prediction counts) and
 max_memory_allocated (after rounding). TF32 is off (mdlc's f32 is plain
-f32); cuDNN autotuning is on (mdlc picks conv algorithms by measurement).
+f32).
 
-Usage: python3 bench/torch_models.py CASE PRECISION [steps]
+Usage: python3 bench/torch_models.py CASE PRECISION [steps [MODE]]
   CASE: gpt2_small | resnet18 | operator_cnn
   PRECISION: fp32 | bf16_mixed | fp16 (pure: parameters, Adam state and
   activations in f16) | bf16
+  MODE, how PyTorch picks its convolution algorithms:
+    benchmark      cudnn.benchmark = True: times them all at the first
+                   step and keeps the fastest, deterministic or not
+                   (the default here: the strongest reference)
+    default        PyTorch's defaults: cuDNN's heuristics, deterministic
+                   or not
+    deterministic  torch.use_deterministic_algorithms(True, warn_only=
+                   True): deterministic algorithms where PyTorch has them,
+                   as mdlc (which never times: its choice is a function
+                   of the shapes)
 Prints one line per step and a last line:
   torch CASE PRECISION median_ms X requested_peak N allocated_peak N
 """
+import os
 import math
 import sys
 
@@ -112,9 +123,17 @@ def main():
     case = sys.argv[1]
     prec = sys.argv[2] if len(sys.argv) > 2 else "fp32"
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    mode = sys.argv[4] if len(sys.argv) > 4 else "benchmark"
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = mode == "benchmark"
+    if mode == "deterministic":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: an op with no deterministic kernel (resnet18's
+        # adaptive_avg_pool2d backward) warns and runs anyway
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif mode not in ("benchmark", "default"):
+        sys.exit("MODE: benchmark | default | deterministic")
     torch.manual_seed(0)
     m, opt, inputs, fwd = build(case, prec)
     ms, req, alloc = [], [], []

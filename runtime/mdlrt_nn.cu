@@ -1,10 +1,11 @@
 /* runtime/mdlrt_nn.cu: the ops that are more than a map over elements:
  * matrix products (cuBLAS, tensor cores for 16-bit), conv2d (cuDNN, its
- * algorithms chosen among those whose scratch fits the workspace), pooling,
- * the norms, softmax, embedding and the losses (our own kernels).
+ * algorithms chosen among those whose scratch fits the workspace; some
+ * backward-filters as im2col + cuBLAS), pooling, the norms, softmax,
+ * embedding and the losses (our own kernels).
  *
  * Row-major products go to column-major cuBLAS as C^T = op(B)^T op(A)^T,
- * so no operand is ever copied or transposed in memory.
+ * so no matmul operand is ever copied or transposed in memory.
  */
 #include <math.h>
 #include <stdio.h>
@@ -329,15 +330,17 @@ void mdlrt_matmul_bwd(mdlrt_ref dar, int aa, mdlrt_ref dbr, int ab,
  *     first algorithm of cudnnGet*Algorithm_v7's ranking that is
  *     deterministic and fits; used where the graph path finds no plan, or
  *     where an operand is not 16-byte aligned (the plans assume it).
- * Neither choice is timed: both are functions of the shapes alone (and of
- * the GPU, cuDNN's version and the workspace's size), so two programs with
- * the same convolution run the same kernels, and a checkpointed plan's
+ * The backward-filter has a third path, tried first where fg_wanted says
+ * so: im2col + cuBLAS with an f32 accumulator (fg_run below).
+ * No choice is timed: each is a function of the shapes alone (and of the
+ * GPU, the libraries' versions and the workspace's size), so two programs
+ * with the same convolution run the same kernels, and a checkpointed plan's
  * gradients equal the plain plan's bit for bit. A graph plan depends on
  * beta (0: overwrite, 1: add into the destination: the bias already
  * written, or a gradient's second contribution), so each direction has one
  * per beta, made the first time it is needed (in the first step) and kept.
  * MDLRT_PROF=1 prints each plan's path, engine, chunks and scratch;
- * MDLRT_GRAPH=0 in the environment forces legacy. */
+ * MDLRT_GRAPH=0 in the environment forces legacy (where cuDNN runs). */
 typedef cudnnBackendDescriptor_t Bd;
 
 enum { CONV_FWD, CONV_DATA, CONV_FILTER };
@@ -362,7 +365,7 @@ struct mdlrt_conv {
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   size_t ws_fwd, ws_data, ws_filter; /* scratch of each, fits the workspace */
   cudnnMathType_t math_fwd, math_data, math_filter; /* each one's math */
-  int64_t K, P, Q, N;
+  int64_t K, P, Q, N, groups;
   int dt;                            /* MDLRT_F32 ... */
   int64_t xdim[4], wdim[4], ydim[4]; /* NCHW, KCRS, NKPQ */
   int64_t stride, pad, dil;
@@ -371,6 +374,9 @@ struct mdlrt_conv {
   int legacy_none[3];                /* legacy found no algorithm that is
                                         deterministic and fits: an error
                                         if that direction needs it */
+  int64_t fg_n;                      /* backward-filter through im2col +
+                                        cuBLAS, this many images a chunk
+                                        (fg_chunk); 0: through cuDNN */
 };
 
 static cudnnDataType_t dnn_dt(int dt) {
@@ -836,13 +842,224 @@ static int first_fit(const Perf *p, int n, size_t ws) {
   return -1;
 }
 
+/* ---- conv2d backward-filter as im2col + cuBLAS ---------------------------
+ * dw[k, (c,u,v)] = sum over (img, i, j) of dy[img, k, i, j] col[(c,u,v),
+ * (img,i,j)], where col[(c,u,v), (img,i,j)] = x[img, c, i s - p + u d,
+ * j s - p + v d] (0 outside the image): per chunk of images, one cuBLAS
+ * product (batched over groups) with f32 accumulation into an f32
+ * accumulator (beta 0 for the first chunk, 1 after), then rounded once into
+ * dw (aw: added to dw's values first, in f32), as a single call would. The
+ * order of summation is cuBLAS's within a chunk (its kernel is a function
+ * of the shapes, of its scratch's size and of the operands' alignment: the
+ * workspace's parts are 256-byte aligned, dy's own address counts where a
+ * chunk has one image; atomics are never allowed on our handle), then
+ * chunk after chunk: a function of the shapes and the workspace's size.
+ * Products take x's dtype; f32 data is plain f32 arithmetic
+ * (CUBLAS_COMPUTE_32F, default math mode: no TF32, no emulation).
+ *
+ * The workspace, from its start, each part 256-byte aligned (align256):
+ *   acc  f32 [K, C/g, R, R] (dw's layout)        K C/g R R 4 bytes
+ *   dyc  dy's chunk as [K, (img,i,j)], if n > 1  K n P Q es
+ *   col  [(c,u,v), (img,i,j)] in x's dtype       C R R n P Q es
+ *   the rest: cuBLAS's scratch while the products run (its workspace is
+ *   pointed there, then back at the whole workspace).
+ * A chunk of one image reads dy[img] ([K, P Q] already) in place. Chunks
+ * (fg_chunk): the most images n (at most N, n P Q < 2^31) whose three parts
+ * leave FG_BLAS_WS for cuBLAS; if none, 1 if acc and one image's columns
+ * fit (cuBLAS gets what is left, maybe nothing); if not even that, cuDNN
+ * runs. The batch then runs in order in chunks of ceil(N / ceil(N / n))
+ * images (the last may have fewer). */
+
+/* cuBLAS's scratch kept free when choosing the chunk: its split-K products
+ * (a long sum into a small dw) use it; 4 MiB is its recommended workspace
+ * before Hopper. */
+enum { FG_BLAS_WS = 4 << 20 };
+
+/* Whether a convolution's backward-filter goes through im2col + cuBLAS
+ * (where the workspace allows): the rule, in one place. By default the
+ * ungrouped ones that are 1x1, or 16-bit with at least 16 output channels:
+ * cuDNN will not write a 16-bit dw in f32, so it cannot be chunked as the
+ * f32 ones are, and its deterministic engines that fit a modest workspace
+ * are slow at large images. Measured on an H100 with 32 MiB
+ * (bench/conv_bwd_filter.cu, bench/RESULTS.md): f16 16x64x128x128 -> 64,
+ * 3x3: 2.08 -> 0.63 ms; 16x3x128x128 -> 64: 0.77 -> 0.22 ms; but -> 3
+ * output channels 0.21 -> 0.79 ms (the product's M is 3); f32 1x1 stride 2
+ * 32x64x56x56 -> 128: 0.42 -> 0.11 ms, while f32 3x3 and 7x7 ones are 1.1
+ * to 5.5 times slower than cuDNN's. MDLRT_CONV_GEMM=0 in the environment:
+ * never; MDLRT_CONV_GEMM=1: every convolution, any dtype and groups. Read
+ * when the plan is made. */
+static int fg_wanted(const mdlrt_conv *c) {
+  const char *e = getenv("MDLRT_CONV_GEMM");
+  if (e && *e == '0') return 0;
+  if (e && *e == '1') return 1;
+  if (c->groups != 1) return 0;
+  if (c->wdim[2] == 1 && c->wdim[3] == 1) return 1;
+  return c->dt != MDLRT_F32 && c->K >= 16;
+}
+
+/* Bytes of acc. */
+static int64_t fg_acc(const mdlrt_conv *c) {
+  return align256(c->K * c->wdim[1] * c->wdim[2] * c->wdim[3] * 4);
+}
+
+/* Bytes of acc, dyc and col for a chunk of n images. */
+static int64_t fg_bytes(const mdlrt_conv *c, int64_t n) {
+  int64_t es = mdlrt_dt_size(c->dt), l = n * c->P * c->Q;
+  int64_t crr = c->xdim[1] * c->wdim[2] * c->wdim[3];
+  return fg_acc(c) + (n > 1 ? align256(c->K * l * es) : 0) +
+         align256(crr * l * es);
+}
+
+/* Images per chunk in a workspace of ws bytes (the rule above); 0: the
+ * path does not fit. */
+static int64_t fg_chunk(const mdlrt_conv *c, int64_t ws) {
+  int64_t N = c->N, pq = c->P * c->Q, n = 0;
+  while (n < N && (n + 1) * pq <= INT32_MAX &&
+         fg_bytes(c, n + 1) + FG_BLAS_WS <= ws)
+    n++;
+  if (n == 0 && pq <= INT32_MAX && fg_bytes(c, 1) <= ws) n = 1;
+  if (n == 0) return 0;
+  int64_t chunks = (N + n - 1) / n;
+  return (N + chunks - 1) / chunks;
+}
+
+/* V elements of T: one aligned load or store. */
+template <typename T, int V> struct alignas(sizeof(T) * V) Vec {
+  T e[V];
+};
+
+/* col of n images at x (packed NCHW), raw copies of the dtype's bits (T of
+ * its size). A thread: V consecutive (img,i,j) of one output row (Q % V ==
+ * 0, so col's rows stay V-aligned), every (u, v) of channel c. */
+template <typename T, int V>
+__global__ void k_im2col(T *col, const T *x, int64_t n, int64_t C, int64_t H,
+                         int64_t W, int64_t P, int64_t Q, int R, int s, int p,
+                         int d) {
+  int64_t pq = P * Q, l = n * pq;
+  for (int64_t c = blockIdx.y; c < C; c += gridDim.y)
+    GRID_LOOP(g, l / V) {
+      int64_t at = g * V, img = at / pq, r = at - img * pq, i = r / Q;
+      int64_t h0 = i * s - p, w0 = (r - i * Q) * s - p;
+      const T *xc = x + (img * C + c) * H * W;
+      T *out = col + c * R * R * l + at;
+      for (int u = 0; u < R; u++) {
+        int64_t h = h0 + u * d;
+        int hin = h >= 0 && h < H;
+        for (int v = 0; v < R; v++) {
+          Vec<T, V> o;
+#pragma unroll
+          for (int t = 0; t < V; t++) {
+            int64_t w = w0 + t * s + v * d;
+            o.e[t] = hin && w >= 0 && w < W ? xc[h * W + w] : (T)0;
+          }
+          *(Vec<T, V> *)(out + (u * R + v) * l) = o;
+        }
+      }
+    }
+}
+
+/* dyc[k, (img,i,j)] = dy[img, k, i, j] for the n images at dy, V elements
+ * at a time (P Q % V == 0, dy 16-byte aligned if V > 1). */
+template <typename T, int V>
+__global__ void k_fg_stage(T *dyc, const T *dy, int64_t n, int64_t K,
+                           int64_t pq) {
+  GRID_LOOP(g, n * K * pq / V) {
+    int64_t at = g * V, t = at / pq, ij = at - t * pq, img = t % n;
+    *(Vec<T, V> *)(dyc + at) =
+        *(const Vec<T, V> *)(dy + (img * K + t / n) * pq + ij);
+  }
+}
+
+template <typename T, int V>
+static void fg_im2col_t(const mdlrt_conv *c, char *col, const char *x,
+                        int64_t n) {
+  int64_t C = c->xdim[1];
+  dim3 grid(grid_for(n * c->P * c->Q / V), (unsigned)(C < 65535 ? C : 65535));
+  k_im2col<T, V><<<grid, 256, 0, mdlrt_rt.stream>>>(
+      (T *)col, (const T *)x, n, C, c->xdim[2], c->xdim[3], c->P, c->Q,
+      (int)c->wdim[2], (int)c->stride, (int)c->pad, (int)c->dil);
+  KERNEL_CHECK();
+}
+
+/* col of the n images at x: 16 bytes a store where Q allows. */
+static void fg_im2col(const mdlrt_conv *c, char *col, const char *x,
+                      int64_t n) {
+  if (c->dt == MDLRT_F32) {
+    if (c->Q % 4 == 0) fg_im2col_t<uint32_t, 4>(c, col, x, n);
+    else fg_im2col_t<uint32_t, 1>(c, col, x, n);
+  } else {
+    if (c->Q % 8 == 0) fg_im2col_t<uint16_t, 8>(c, col, x, n);
+    else fg_im2col_t<uint16_t, 1>(c, col, x, n);
+  }
+}
+
+template <typename T, int V>
+static void fg_stage_t(const mdlrt_conv *c, char *dyc, const char *dy,
+                       int64_t n) {
+  int64_t pq = c->P * c->Q;
+  k_fg_stage<T, V><<<grid_for(n * c->K * pq / V), 256, 0, mdlrt_rt.stream>>>(
+      (T *)dyc, (const T *)dy, n, c->K, pq);
+  KERNEL_CHECK();
+}
+
+/* dyc of the n images at dy: 16 bytes a copy where P Q and dy allow. */
+static void fg_stage(const mdlrt_conv *c, char *dyc, const char *dy,
+                     int64_t n) {
+  int64_t pq = c->P * c->Q;
+  int al = ((uintptr_t)dy & 15) == 0;
+  if (c->dt == MDLRT_F32) {
+    if (al && pq % 4 == 0) fg_stage_t<uint32_t, 4>(c, dyc, dy, n);
+    else fg_stage_t<uint32_t, 1>(c, dyc, dy, n);
+  } else {
+    if (al && pq % 8 == 0) fg_stage_t<uint16_t, 8>(c, dyc, dy, n);
+    else fg_stage_t<uint16_t, 1>(c, dyc, dy, n);
+  }
+}
+
+/* The backward-filter through im2col + cuBLAS, if the plan chose it, the
+ * workspace still holds its parts and x, dy are packed: dw (+)= the sum
+ * over the batch; 0 if the caller must run cuDNN. */
+static int fg_run(mdlrt_conv *c, int aw, const View &x, const View &dw,
+                  const View &dy) {
+  int64_t n = c->fg_n;
+  if (!n || fg_bytes(c, n) > mdlrt_rt.ws_bytes || !x.contig || !dy.contig)
+    return 0;
+  int64_t es = mdlrt_dt_size(c->dt), pq = c->P * c->Q, K = c->K;
+  int64_t kg = K / c->groups, crrg = c->wdim[1] * c->wdim[2] * c->wdim[3];
+  int64_t xs = c->xdim[1] * c->xdim[2] * c->xdim[3] * es, used = fg_bytes(c, n);
+  char *ws = (char *)mdlrt_rt.ws, *dyc = ws + fg_acc(c);
+  char *col = dyc + (n > 1 ? align256(K * n * pq * es) : 0);
+  View A, B, acc;
+  memset(&A, 0, sizeof A), memset(&B, 0, sizeof B), memset(&acc, 0, sizeof acc);
+  A.dt = B.dt = c->dt, acc.dt = MDLRT_F32, B.p = col, acc.p = ws;
+  CUBLAS_CHECK(cublasSetWorkspace(mdlrt_rt.blas, ws + used,
+                                  (size_t)(mdlrt_rt.ws_bytes - used)));
+  for (int64_t i0 = 0; i0 < c->N; i0 += n) {
+    int64_t m = c->N - i0 < n ? c->N - i0 : n, l = m * pq;
+    fg_im2col(c, col, x.p + i0 * xs, m);
+    A.p = dy.p + i0 * K * pq * es;
+    if (m > 1) {
+      fg_stage(c, dyc, A.p, m);
+      A.p = dyc;
+    }
+    gemm(0, 1, kg, crrg, l, A, B, acc, i0 ? 1.0f : 0.0f, c->groups, kg * l,
+         crrg * l, kg * crrg);
+  }
+  CUBLAS_CHECK(cublasSetWorkspace(mdlrt_rt.blas, mdlrt_rt.ws,
+                                  (size_t)mdlrt_rt.ws_bytes));
+  k_acc_out<<<grid_for(dw.n), 256, 0, mdlrt_rt.stream>>>(dw, aw,
+                                                         (const float *)ws);
+  KERNEL_CHECK();
+  return 1;
+}
+
 mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
                             int64_t W, int64_t K, int64_t R, int64_t stride,
                             int64_t pad, int64_t dil, int64_t groups,
                             int64_t P, int64_t Q) {
   mdlrt_conv *c = (mdlrt_conv *)calloc(1, sizeof *c);
   cudnnDataType_t t = dnn_dt(dt);
-  c->K = K, c->P = P, c->Q = Q, c->N = N, c->dt = dt;
+  c->K = K, c->P = P, c->Q = Q, c->N = N, c->groups = groups, c->dt = dt;
   c->xdim[0] = N, c->xdim[1] = C, c->xdim[2] = H, c->xdim[3] = W;
   c->wdim[0] = K, c->wdim[1] = C / groups, c->wdim[2] = R, c->wdim[3] = R;
   c->ydim[0] = N, c->ydim[1] = K, c->ydim[2] = P, c->ydim[3] = Q;
@@ -906,6 +1123,31 @@ mdlrt_conv *mdlrt_conv_plan(int dt, int64_t N, int64_t C, int64_t H,
             (long long)R, (long long)stride, (int)c->fwd, c->ws_fwd,
             (int)pf[0].algo, (int)c->bwd_data, c->ws_data, (int)pd[0].algo,
             (int)c->bwd_filter, c->ws_filter, (int)pw[0].algo, ws);
+  int want = fg_wanted(c);
+  c->fg_n = want ? fg_chunk(c, mdlrt_rt.ws_bytes) : 0;
+  if (mdlrt_rt.prof && c->fg_n) {
+    int64_t used = fg_bytes(c, c->fg_n), acc = fg_acc(c);
+    int64_t dyc = c->fg_n > 1
+                      ? align256(K * c->fg_n * P * Q * mdlrt_dt_size(dt))
+                      : 0;
+    fprintf(stderr, "mdlrt conv %lldx%lldx%lldx%lld -> %lld k%lld s%lld "
+            "filter: im2col + cuBLAS, %lld image(s) a chunk, %lld chunk(s); "
+            "workspace: %lld B f32 accumulator, %lld B dy, %lld B columns, "
+            "%lld B cuBLAS scratch\n", (long long)N, (long long)C,
+            (long long)H, (long long)W, (long long)K, (long long)R,
+            (long long)stride, (long long)c->fg_n,
+            (long long)((N + c->fg_n - 1) / c->fg_n), (long long)acc,
+            (long long)dyc, (long long)(used - acc - dyc),
+            (long long)(mdlrt_rt.ws_bytes - used));
+  } else if (mdlrt_rt.prof) {
+    fprintf(stderr, "mdlrt conv %lldx%lldx%lldx%lld -> %lld k%lld s%lld "
+            "filter: cuDNN (%s)\n", (long long)N, (long long)C, (long long)H,
+            (long long)W, (long long)K, (long long)R, (long long)stride,
+            want ? "im2col + cuBLAS does not fit: the workspace is under "
+                   "the f32 accumulator and one image's columns"
+                 : "im2col + cuBLAS not chosen: the default rule, or "
+                   "MDLRT_CONV_GEMM=0");
+  }
   return c;
 }
 
@@ -963,7 +1205,8 @@ void mdlrt_conv_bwd(mdlrt_conv *c, mdlrt_ref dxr, int ax, mdlrt_ref dwr,
   }
   if (dwr.base) {
     View dw = mdlrt_view(dwr);
-    if (!g_run(c, CONV_FILTER, aw ? 1 : 0, x, dw, dy)) {
+    if (!fg_run(c, aw, x, dw, dy) &&
+        !g_run(c, CONV_FILTER, aw ? 1 : 0, x, dw, dy)) {
       legacy_note(c, CONV_FILTER);
       CUDNN_CHECK(cudnnSetConvolutionMathType(c->conv, c->math_filter));
       CUDNN_CHECK(cudnnConvolutionBackwardFilter(

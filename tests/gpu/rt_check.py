@@ -102,6 +102,16 @@ def conv_big(case, tol):
         check(case, n, t[n], ref, *tol)
 
 
+def conv_gemm(case, stride, pad, dil, groups, tol):
+    t = load(DIR + "/%s.bin" % case)
+    x, w = req(t["x"], t["w"])
+    y = F.conv2d(x, w, None, stride=stride, padding=pad, dilation=dil,
+                 groups=groups)
+    y.backward(t["dy"])
+    check(case, "dw", t["dw"], t["dw0"] + w.grad, *tol)
+    check(case, "db", t["db"], t["dy"].sum(dim=(0, 2, 3)), *tol)
+
+
 def pool():
     t = load(DIR + "/pool.bin")
     (x,) = req(t["x"])
@@ -251,6 +261,12 @@ for fn in (lambda: linear("linear", (1e-5, 1e-4)),
            lambda: conv_big("conv2d_f32_acc", (1e-4, 1e-4)),
            lambda: conv_big("conv2d_f16_acc", (1e-1, 1e-2)),
            lambda: conv_big("conv2d_f16_chunk", (1e-1, 1e-2)),
+           lambda: conv_gemm("conv2d_gemm_f16", 1, 1, 1, 1, (1e-1, 1e-2)),
+           lambda: conv_gemm("conv2d_gemm_bf16", 1, 1, 1, 1, (3e-2, 2e-2)),
+           lambda: conv_gemm("conv2d_gemm_s2", 2, 1, 1, 1, (1e-1, 1e-2)),
+           lambda: conv_gemm("conv2d_gemm_dil", 1, 1, 2, 1, (1e-1, 1e-2)),
+           lambda: conv_gemm("conv2d_gemm_f32", 1, 1, 1, 1, (1e-4, 1e-4)),
+           lambda: conv_gemm("conv2d_gemm_grp", 1, 1, 1, 4, (1e-1, 1e-2)),
            lambda: conv_big("conv2d_f32_chunk", (1e-4, 1e-4)), pool, norms,
            elementwise, rowops, optim):
     try:

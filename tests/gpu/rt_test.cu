@@ -183,6 +183,73 @@ static void t_conv_big(const char *name, int dt) {
   end();
 }
 
+/* The backward-filter through im2col + cuBLAS (mdlrt_nn.cu, fg_run) into a
+ * dw that holds values (aw = 1). Its chunk rule: n images a chunk need the
+ * f32 accumulator, dy's chunk (n > 1), n images' columns and 4 MiB left for
+ * cuBLAS; failing that, one image needs the accumulator and its columns
+ * (cuBLAS then gets what is left). fg_ws(n) is the workspace that makes n
+ * the chunk (MDLRT_PROF=1 prints each plan's). f16 and bf16 take the path
+ * by the default rule; f32 and groups by MDLRT_CONV_GEMM=1, set for their
+ * plan only (the plan reads it) and restored. */
+static int64_t fg_ws(int dt, int64_t n, int64_t C, int64_t K, int64_t g,
+                     int64_t R, int64_t PQ) {
+  int64_t es = dt == F ? 4 : 2;
+  int64_t acc = (K * C / g * R * R * 4 + 255) & ~(int64_t)255;
+  int64_t dyc = n > 1 ? (K * n * PQ * es + 255) & ~(int64_t)255 : 0;
+  int64_t col = (C * R * R * n * PQ * es + 255) & ~(int64_t)255;
+  return acc + dyc + col + (n > 1 ? 4 << 20 : 0);
+}
+
+static void t_conv_gemm(void *ws) {
+  static const struct {
+    const char *name;
+    int dt;
+    int64_t N, C, H, K, R, s, p, d, g;
+    int64_t n;       /* images a chunk to force; 0: a 32 MiB workspace */
+    const char *env; /* MDLRT_CONV_GEMM for the plan, or NULL (unset) */
+  } cs[] = {
+      /* 4 chunks of 1 image, dy in place, no cuBLAS scratch */
+      {"conv2d_gemm_f16", MDLRT_F16, 4, 64, 16, 64, 3, 1, 1, 1, 1, 1, NULL},
+      /* 2 chunks of 2 images, dy staged */
+      {"conv2d_gemm_bf16", MDLRT_BF16, 4, 64, 16, 64, 3, 1, 1, 1, 1, 2,
+       NULL},
+      /* stride 2, 13 -> 7: one chunk of 4, scalar copies (Q = 7) */
+      {"conv2d_gemm_s2", MDLRT_F16, 4, 64, 13, 64, 3, 2, 1, 1, 1, 0, NULL},
+      /* dilation 2, 16 -> 14: chunks of 2, 2 and 1 image */
+      {"conv2d_gemm_dil", MDLRT_F16, 5, 64, 16, 64, 3, 1, 1, 2, 1, 2, NULL},
+      /* f32 (plain f32 products), 4 chunks of 1 */
+      {"conv2d_gemm_f32", F, 4, 64, 16, 64, 3, 1, 1, 1, 1, 1, "1"},
+      /* 4 groups: one product per group, batched */
+      {"conv2d_gemm_grp", MDLRT_F16, 4, 64, 16, 64, 3, 1, 1, 1, 4, 0, "1"},
+  };
+  for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+    int dt = cs[k].dt;
+    int64_t N = cs[k].N, C = cs[k].C, H = cs[k].H, K = cs[k].K;
+    int64_t kr = cs[k].R, g = cs[k].g;
+    int64_t P = (H + 2 * cs[k].p - cs[k].d * (kr - 1) - 1) / cs[k].s + 1;
+    begin(cs[k].name);
+    Tensor x = rnd(dt, {N, C, H, H}, 0), w = rnd(dt, {K, C / g, kr, kr}, 0);
+    Tensor dy = rnd(dt, {N, K, P, P}, 0);
+    Tensor dw = rnd(dt, {K, C / g, kr, kr}, 0), db = mk(dt, {K});
+    dump("x", &x), dump("w", &w), dump("dy", &dy), dump("dw0", &dw);
+    mdlrt_set_workspace(ws, cs[k].n ? fg_ws(dt, cs[k].n, C, K, g, kr, P * P)
+                                    : 32 << 20);
+    const char *old = getenv("MDLRT_CONV_GEMM");
+    char keep[64] = "";
+    if (old) snprintf(keep, sizeof keep, "%s", old);
+    if (cs[k].env) setenv("MDLRT_CONV_GEMM", cs[k].env, 1);
+    else unsetenv("MDLRT_CONV_GEMM");
+    mdlrt_conv *c = mdlrt_conv_plan(dt, N, C, H, H, K, kr, cs[k].s, cs[k].p,
+                                    cs[k].d, g, P, P);
+    if (old) setenv("MDLRT_CONV_GEMM", keep, 1);
+    else unsetenv("MDLRT_CONV_GEMM");
+    mdlrt_conv_bwd(c, NONE, 0, R(&dw), 1, R(&db), 0, R(&dy), R(&x), R(&w));
+    dump("dw", &dw), dump("db", &db);
+    end();
+  }
+  mdlrt_set_workspace(ws, 32 << 20);
+}
+
 static void t_pool(void) {
   begin("pool");
   Tensor x = rnd(F, {2, 3, 7, 7}, 0);
@@ -414,6 +481,7 @@ int main(int argc, char **argv) {
   mdlrt_set_workspace(ws, 160 << 10);
   t_conv_big("conv2d_f16_chunk", MDLRT_F16);
   t_conv_big("conv2d_f32_chunk", F);
+  t_conv_gemm(ws);
   mdlrt_set_workspace(ws, 32 << 20);
   t_pool();
   t_norms();
