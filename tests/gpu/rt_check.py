@@ -253,6 +253,120 @@ def optim():
           t["master_m1"].to(torch.bfloat16).to(D), 0, 0)
 
 
+# ---- the fast paths of batchnorm, groupnorm and pooling's backward ------
+
+def load_big(path):
+    """load() for large dumps: the data through torch.frombuffer."""
+    out = {}
+    with open(path, "rb") as f:
+        b = f.read()
+    i = 0
+    while i < len(b):
+        (n,) = struct.unpack_from("<I", b, i); i += 4
+        name = b[i:i + n].decode(); i += n
+        (r,) = struct.unpack_from("<I", b, i); i += 4
+        dims = struct.unpack_from("<%dq" % r, b, i); i += 8 * r
+        cnt = 1
+        for d in dims:
+            cnt *= d
+        out[name] = torch.frombuffer(bytearray(b[i:i + 8 * cnt]),
+                                     dtype=D).reshape(dims)
+        i += 8 * cnt
+    return out
+
+
+TOL = {"f32": (1e-5, 1e-4), "f16": (1e-2, 1e-2), "bf16": (3e-2, 2e-2)}
+
+
+def plus0(t, name, ref, acc):
+    return ref + t[name + "0"] if acc else ref
+
+
+def bn_fast(case, dt, acc, same=True):
+    t = load_big(DIR + "/%s.bin" % case)
+    tol = TOL[dt]
+    x, w, b = req(t["x"], t["w"], t["b"])
+    rm, rv = t["rm0"].clone(), t["rv0"].clone()
+    y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+    y.backward(t["dy"])
+    dims = [0] + list(range(2, x.dim()))
+    mean = t["x"].mean(dim=dims)
+    istd = 1 / torch.sqrt(t["x"].var(dim=dims, unbiased=False) + 1e-5)
+    check(case, "y", t["y"], y, *tol)
+    check(case, "mean", t["mean"], mean)
+    check(case, "invstd", t["invstd"], istd)
+    check(case, "rm", t["rm"], rm)
+    check(case, "rv", t["rv"], rv)
+    check(case, "dx", t["dx"], plus0(t, "dx", x.grad, acc), *tol)
+    check(case, "dw", t["dw"], plus0(t, "dw", w.grad, acc), *tol)
+    check(case, "db", t["db"], plus0(t, "db", b.grad, acc), *tol)
+    if same:
+        check(case, "same", t["same"], torch.ones((), dtype=D), 0, 0)
+
+
+def gn_fast(case, dt, G, affine, acc, same=True):
+    t = load_big(DIR + "/%s.bin" % case)
+    tol = TOL[dt]
+    if affine:
+        x, w, b = req(t["x"], t["w"], t["b"])
+    else:
+        (x,) = req(t["x"])
+        w = b = None
+    y = F.group_norm(x, G, w, b, 1e-5)
+    y.backward(t["dy"])
+    xs = t["x"].reshape(t["x"].shape[0], G, -1)
+    mean = xs.mean(-1).flatten()
+    rstd = (1 / torch.sqrt(xs.var(-1, unbiased=False) + 1e-5)).flatten()
+    check(case, "y", t["y"], y, *tol)
+    check(case, "mean", t["mean"], mean)
+    check(case, "rstd", t["rstd"], rstd)
+    check(case, "dx", t["dx"], plus0(t, "dx", x.grad, acc), *tol)
+    if affine:
+        check(case, "dw", t["dw"], plus0(t, "dw", w.grad, acc), *tol)
+        check(case, "db", t["db"], plus0(t, "db", b.grad, acc), *tol)
+    if same:
+        check(case, "same", t["same"], torch.ones((), dtype=D), 0, 0)
+
+
+def pool_fast(case, dt, op, k, s, p, acc):
+    # max: dy goes to the first element (row-major in the window) equal to
+    # the maximum, which is PyTorch's choice on ties too (strict >)
+    t = load_big(DIR + "/%s.bin" % case)
+    tol = TOL[dt]
+    (x,) = req(t["x"])
+    if op == 0:
+        y = F.max_pool2d(x, k, s, p)
+    else:
+        y = F.avg_pool2d(x, k, s, p, count_include_pad=True)
+    y.backward(t["dy"])
+    check(case, "y", t["y"], y, *tol)
+    check(case, "dx", t["dx"], plus0(t, "dx", x.grad, acc), *tol)
+
+
+FAST = (
+    lambda: bn_fast("bn_fast_f32", "f32", 0),
+    lambda: bn_fast("bn_fast_stem", "f32", 0),
+    lambda: bn_fast("bn_fast_7x7", "f32", 0),
+    lambda: bn_fast("bn_fast_odd", "f16", 0),
+    lambda: bn_fast("bn_fast_bf16", "bf16", 1),
+    lambda: gn_fast("gn_fast_in", "f16", 64, 1, 0),
+    lambda: gn_fast("gn_fast_g8", "f16", 8, 1, 0),
+    lambda: gn_fast("gn_fast_odd", "bf16", 3, 1, 1),
+    lambda: gn_fast("gn_fast_noaff", "f32", 2, 0, 0),
+    lambda: gn_fast("gn_fused_odd", "bf16", 3, 1, 1),
+    lambda: gn_fast("gn_unit_in", "f16", 8, 1, 0),
+    lambda: bn_fast("bn_ws_small", "f32", 0),
+    lambda: gn_fast("gn_ws_small", "f16", 8, 1, 0),
+    lambda: bn_fast("bn_ws0", "f32", 1),
+    lambda: gn_fast("gn_ws0", "f16", 4, 1, 1, same=False),
+    lambda: pool_fast("pool_fast_f32", "f32", 0, 3, 2, 1, 0),
+    lambda: pool_fast("pool_fast_bf16", "bf16", 0, 3, 2, 1, 1),
+    lambda: pool_fast("pool_fast_odd", "f16", 0, 3, 2, 1, 0),
+    lambda: pool_fast("pool_fast_avg", "f32", 1, 3, 2, 1, 1),
+    lambda: pool_fast("pool_fast_avg2", "bf16", 1, 2, 2, 0, 0),
+    lambda: pool_fast("pool_wide", "f32", 0, 3, 2, 1, 0),
+)
+
 DIR = sys.argv[1]
 for fn in (lambda: linear("linear", (1e-5, 1e-4)),
            lambda: linear("linear_bf16", (2e-2, 2e-2)),
@@ -267,7 +381,7 @@ for fn in (lambda: linear("linear", (1e-5, 1e-4)),
            lambda: conv_gemm("conv2d_gemm_dil", 1, 1, 2, 1, (1e-1, 1e-2)),
            lambda: conv_gemm("conv2d_gemm_f32", 1, 1, 1, 1, (1e-4, 1e-4)),
            lambda: conv_gemm("conv2d_gemm_grp", 1, 1, 1, 4, (1e-1, 1e-2)),
-           lambda: conv_big("conv2d_f32_chunk", (1e-4, 1e-4)), pool, norms,
+           lambda: conv_big("conv2d_f32_chunk", (1e-4, 1e-4)), pool, norms, *FAST,
            elementwise, rowops, optim):
     try:
         fn()

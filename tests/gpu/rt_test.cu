@@ -313,6 +313,215 @@ static void t_norms(void) {
   end();
 }
 
+/* ---- the fast paths of batchnorm, groupnorm and pooling's backward -------
+ * (mdlrt_nn.cu) at sizes where they run, at odd sizes, and where they give
+ * way (a workspace of 0 bytes, or one too small for segments). Each norm
+ * case runs a second time on copies that start one element off 16-byte
+ * alignment (the loads' width changes, the order of the sums must not):
+ * "same" is 1 if every output of the second run equals the first's bit
+ * for bit. */
+
+/* Packed, uniform in [shift - 1, shift + 1) if fill (else zeros), its
+ * first element `off` elements into its buffer. */
+static Tensor fp_tensor(int dt, int rank, const int64_t *dim, double shift,
+                        int64_t off, int fill) {
+  static const int size[] = {4, 2, 2, 4, 8, 1};
+  Tensor x;
+  memset(&x, 0, sizeof x);
+  x.t.dt = dt, x.t.rank = rank, x.t.off = off;
+  int64_t n = 1;
+  for (int d = rank - 1; d >= 0; d--) {
+    x.t.dim[d] = dim[d];
+    x.t.st[d] = n;
+    n *= dim[d];
+  }
+  x.p = mdlrt_alloc((n + off) * size[dt], 1);
+  if (fill) {
+    double *h = (double *)malloc(n * sizeof(double));
+    for (int64_t i = 0; i < n; i++) h[i] = urand() + shift;
+    mdlrt_write_all(R(&x), h);
+    free(h);
+  }
+  return x;
+}
+
+/* A copy of a, one element off alignment. */
+static Tensor fp_off(Tensor *a) {
+  Tensor c = fp_tensor(a->t.dt, a->t.rank, a->t.dim, 0, 1, 0);
+  mdlrt_copy(R(&c), R(a), 0);
+  return c;
+}
+
+static int fp_same(Tensor *a, Tensor *b) {
+  int64_t n = numel(a);
+  double *ha = (double *)malloc(n * sizeof(double));
+  double *hb = (double *)malloc(n * sizeof(double));
+  mdlrt_read_all(R(a), ha);
+  mdlrt_read_all(R(b), hb);
+  int s = numel(b) == n && !memcmp(ha, hb, n * sizeof(double));
+  free(ha), free(hb);
+  return s;
+}
+
+static void fp_flag(const char *name, int v) {
+  Tensor t = mk(F, {});
+  mdlrt_fill(R(&t), v);
+  dump(name, &t);
+  mdlrt_free(t.p);
+}
+
+static void fp_free(std::initializer_list<Tensor *> ts) {
+  for (Tensor *t : ts)
+    if (t->p) mdlrt_free(t->p);
+}
+
+/* batchnorm, training, forward and backward; x shifted (statistics away
+ * from 0), running statistics; dx, dw, db overwritten or (acc) added to. */
+static void t_bn_fast(const char *name, int dt, int64_t N, int64_t C,
+                      int64_t H, int64_t W, double shift, int acc) {
+  begin(name);
+  int64_t d[4] = {N, C, H, W}, dc[1] = {C};
+  Tensor x = fp_tensor(dt, 4, d, shift, 0, 1);
+  Tensor dy = fp_tensor(dt, 4, d, 0, 0, 1);
+  Tensor w = fp_tensor(dt, 1, dc, 0, 0, 1), b = fp_tensor(dt, 1, dc, 0, 0, 1);
+  Tensor rm = fp_tensor(F, 1, dc, 0, 0, 1), rv = fp_tensor(F, 1, dc, 2, 0, 1);
+  Tensor dx = fp_tensor(dt, 4, d, 0, 0, acc);
+  Tensor dw = fp_tensor(dt, 1, dc, 0, 0, acc);
+  Tensor db = fp_tensor(dt, 1, dc, 0, 0, acc);
+  dump("x", &x), dump("dy", &dy), dump("w", &w), dump("b", &b);
+  dump("rm0", &rm), dump("rv0", &rv);
+  if (acc) dump("dx0", &dx), dump("dw0", &dw), dump("db0", &db);
+  Tensor x2 = fp_off(&x), dy2 = fp_off(&dy), rm2 = fp_off(&rm);
+  Tensor rv2 = fp_off(&rv), dx2 = fp_off(&dx), dw2 = fp_off(&dw);
+  Tensor db2 = fp_off(&db);
+  Tensor y = fp_tensor(dt, 4, d, 0, 0, 0), y2 = fp_tensor(dt, 4, d, 0, 1, 0);
+  Tensor m = fp_tensor(F, 1, dc, 0, 0, 0), m2 = fp_tensor(F, 1, dc, 0, 1, 0);
+  Tensor is = fp_tensor(F, 1, dc, 0, 0, 0), is2 = fp_tensor(F, 1, dc, 0, 1, 0);
+  mdlrt_batchnorm_fwd(R(&y), R(&m), R(&is), R(&x), R(&w), R(&b), R(&rm),
+                      R(&rv), 1e-5, 1);
+  mdlrt_batchnorm_bwd(R(&dx), acc, R(&dw), acc, R(&db), acc, R(&dy), R(&x),
+                      R(&m), R(&is), R(&w));
+  mdlrt_batchnorm_fwd(R(&y2), R(&m2), R(&is2), R(&x2), R(&w), R(&b), R(&rm2),
+                      R(&rv2), 1e-5, 1);
+  mdlrt_batchnorm_bwd(R(&dx2), acc, R(&dw2), acc, R(&db2), acc, R(&dy2),
+                      R(&x2), R(&m2), R(&is2), R(&w));
+  dump("y", &y), dump("mean", &m), dump("invstd", &is), dump("rm", &rm);
+  dump("rv", &rv), dump("dx", &dx), dump("dw", &dw), dump("db", &db);
+  fp_flag("same", fp_same(&y, &y2) && fp_same(&m, &m2) &&
+                      fp_same(&is, &is2) && fp_same(&rm, &rm2) &&
+                      fp_same(&rv, &rv2) && fp_same(&dx, &dx2) &&
+                      fp_same(&dw, &dw2) && fp_same(&db, &db2));
+  end();
+  fp_free({&x, &dy, &w, &b, &rm, &rv, &dx, &dw, &db, &x2, &dy2, &rm2, &rv2,
+           &dx2, &dw2, &db2, &y, &y2, &m, &m2, &is, &is2});
+}
+
+/* groupnorm (G groups; affine or not), forward and backward, as above. */
+static void t_gn_fast(const char *name, int dt, int64_t N, int64_t C,
+                      int64_t H, int64_t W, int64_t G, double shift,
+                      int affine, int acc) {
+  begin(name);
+  int64_t d[4] = {N, C, H, W}, dc[1] = {C}, ds[1] = {N * G};
+  Tensor x = fp_tensor(dt, 4, d, shift, 0, 1);
+  Tensor dy = fp_tensor(dt, 4, d, 0, 0, 1);
+  Tensor w = {}, b = {}, dw = {}, db = {};
+  if (affine) {
+    w = fp_tensor(dt, 1, dc, 0, 0, 1), b = fp_tensor(dt, 1, dc, 0, 0, 1);
+    dw = fp_tensor(dt, 1, dc, 0, 0, acc), db = fp_tensor(dt, 1, dc, 0, 0, acc);
+  }
+  Tensor dx = fp_tensor(dt, 4, d, 0, 0, acc);
+  dump("x", &x), dump("dy", &dy);
+  if (affine) dump("w", &w), dump("b", &b);
+  if (acc) {
+    dump("dx0", &dx);
+    if (affine) dump("dw0", &dw), dump("db0", &db);
+  }
+  Tensor x2 = fp_off(&x), dy2 = fp_off(&dy), dx2 = fp_off(&dx);
+  Tensor dw2 = {}, db2 = {};
+  if (affine) dw2 = fp_off(&dw), db2 = fp_off(&db);
+  Tensor y = fp_tensor(dt, 4, d, 0, 0, 0), y2 = fp_tensor(dt, 4, d, 0, 1, 0);
+  Tensor m = fp_tensor(F, 1, ds, 0, 0, 0), m2 = fp_tensor(F, 1, ds, 0, 1, 0);
+  Tensor rs = fp_tensor(F, 1, ds, 0, 0, 0), rs2 = fp_tensor(F, 1, ds, 0, 1, 0);
+  mdlrt_ref rw = affine ? R(&w) : NONE, rb = affine ? R(&b) : NONE;
+  mdlrt_groupnorm_fwd(R(&y), R(&m), R(&rs), R(&x), rw, rb, G, 1e-5);
+  mdlrt_groupnorm_bwd(R(&dx), acc, affine ? R(&dw) : NONE, acc,
+                      affine ? R(&db) : NONE, acc, R(&dy), R(&x), R(&m),
+                      R(&rs), rw, G);
+  mdlrt_groupnorm_fwd(R(&y2), R(&m2), R(&rs2), R(&x2), rw, rb, G, 1e-5);
+  mdlrt_groupnorm_bwd(R(&dx2), acc, affine ? R(&dw2) : NONE, acc,
+                      affine ? R(&db2) : NONE, acc, R(&dy2), R(&x2), R(&m2),
+                      R(&rs2), rw, G);
+  dump("y", &y), dump("mean", &m), dump("rstd", &rs), dump("dx", &dx);
+  if (affine) dump("dw", &dw), dump("db", &db);
+  int same = fp_same(&y, &y2) && fp_same(&m, &m2) && fp_same(&rs, &rs2) &&
+             fp_same(&dx, &dx2);
+  if (affine) same = same && fp_same(&dw, &dw2) && fp_same(&db, &db2);
+  fp_flag("same", same);
+  end();
+  fp_free({&x, &dy, &w, &b, &dw, &db, &dx, &x2, &dy2, &dx2, &dw2, &db2, &y,
+           &y2, &m, &m2, &rs, &rs2});
+}
+
+/* pooling (op 0 max, 1 avg), forward then backward into dx (acc: adding
+ * to values). */
+static void t_pool_fast(const char *name, int dt, int64_t N, int64_t C,
+                        int64_t H, int64_t W, int op, int64_t k, int64_t s,
+                        int64_t p, int acc) {
+  begin(name);
+  int64_t P = (H + 2 * p - k) / s + 1, Q = (W + 2 * p - k) / s + 1;
+  int64_t xd[4] = {N, C, H, W}, yd[4] = {N, C, P, Q};
+  Tensor x = fp_tensor(dt, 4, xd, 0, 0, 1), dy = fp_tensor(dt, 4, yd, 0, 0, 1);
+  Tensor y = fp_tensor(dt, 4, yd, 0, 0, 0);
+  Tensor dx = fp_tensor(dt, 4, xd, 0, 0, acc);
+  dump("x", &x), dump("dy", &dy);
+  if (acc) dump("dx0", &dx);
+  mdlrt_pool_fwd(op, R(&y), R(&x), k, s, p);
+  mdlrt_pool_bwd(op, R(&dx), acc, R(&dy), R(&x), R(&y), k, s, p);
+  dump("y", &y), dump("dx", &dx);
+  end();
+  fp_free({&x, &dy, &y, &dx});
+}
+
+static void t_fast_paths(void *ws) {
+  int H = MDLRT_F16, B = MDLRT_BF16;
+  /* resnet18's shape (segments of whole rows), its stem's (4 segments a
+   * row), 7x7 (L = 49: one element at a time), odd f16, bf16 adding */
+  t_bn_fast("bn_fast_f32", F, 32, 64, 56, 56, 3.0, 0);
+  t_bn_fast("bn_fast_stem", F, 4, 8, 112, 112, -2.0, 0);
+  t_bn_fast("bn_fast_7x7", F, 8, 16, 7, 7, 0.5, 0);
+  t_bn_fast("bn_fast_odd", H, 5, 3, 33, 35, 2.0, 0);
+  t_bn_fast("bn_fast_bf16", B, 8, 16, 28, 28, 0.0, 1);
+  /* groupnorm: sets of 1024 elements to 32 KiB in shared memory
+   * (instancenorm as operator_cnn's, no affine, odd bf16 adding), larger
+   * or smaller ones in units (G = 8; instancenorm in 4 segments a row; odd
+   * bf16 adding) */
+  t_gn_fast("gn_fast_in", H, 4, 64, 128, 128, 64, 0.0, 1, 0);
+  t_gn_fast("gn_fast_noaff", F, 2, 4, 30, 30, 2, 0.0, 0, 0);
+  t_gn_fast("gn_fused_odd", B, 2, 6, 33, 35, 3, 4.0, 1, 1);
+  t_gn_fast("gn_fast_g8", H, 4, 64, 64, 64, 8, 1.0, 1, 0);
+  t_gn_fast("gn_unit_in", H, 2, 8, 160, 160, 8, 0.0, 1, 0);
+  t_gn_fast("gn_fast_odd", B, 3, 6, 17, 19, 3, 5.0, 1, 1);
+  /* a workspace with room for whole rows only (the stem's 32 rows need
+   * 1 KiB of partials in 4 segments, 320 bytes in one; the groupnorm's 64
+   * rows 1 KiB in 2, 640 bytes in one), then none: the generic kernels,
+   * whose order of summing may follow alignment (gn_ws0's "same") */
+  mdlrt_set_workspace(ws, 768);
+  t_bn_fast("bn_ws_small", F, 4, 8, 112, 112, 1.0, 0);
+  t_gn_fast("gn_ws_small", H, 2, 32, 128, 128, 8, 0.0, 1, 0);
+  mdlrt_set_workspace(ws, 0);
+  t_bn_fast("bn_ws0", F, 4, 8, 20, 20, 1.0, 1);
+  t_gn_fast("gn_ws0", H, 2, 8, 32, 32, 4, 0.0, 1, 1);
+  mdlrt_set_workspace(ws, 32 << 20);
+  /* maxpool as resnet's (f32; bf16 with ties, adding), odd sizes, avg,
+   * and a row too wide for the tiles (the generic kernels) */
+  t_pool_fast("pool_fast_f32", F, 4, 8, 112, 112, 0, 3, 2, 1, 0);
+  t_pool_fast("pool_fast_bf16", B, 4, 8, 112, 112, 0, 3, 2, 1, 1);
+  t_pool_fast("pool_fast_odd", H, 2, 3, 37, 29, 0, 3, 2, 1, 0);
+  t_pool_fast("pool_fast_avg", F, 2, 3, 37, 29, 1, 3, 2, 1, 1);
+  t_pool_fast("pool_fast_avg2", B, 2, 3, 36, 36, 1, 2, 2, 0, 0);
+  t_pool_fast("pool_wide", F, 1, 2, 9, 4000, 0, 3, 2, 1, 0);
+}
+
 static void t_elementwise(void) {
   begin("elementwise");
   static const char *names[] = {"relu", "gelu", "silu", "tanh", "sigmoid",
@@ -485,6 +694,7 @@ int main(int argc, char **argv) {
   mdlrt_set_workspace(ws, 32 << 20);
   t_pool();
   t_norms();
+  t_fast_paths(ws);
   t_elementwise();
   t_rows();
   t_optim();
