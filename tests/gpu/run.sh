@@ -5,8 +5,11 @@
 #      runs every kernel and checks it against PyTorch in float64
 #      (tests/gpu/rt_check.py), and probes the pool's byte accounting;
 #   2. if $BUILD/mdlc exists: `mdlc --run` on every example under every
-#      precision policy, predicted against measured peak (tests/gpu/models.sh).
-# Logs go to $OUT (default $BUILD/gpu-out). Exit 0 only if all passed.
+#      precision policy, predicted against measured peak (tests/gpu/models.sh);
+#      CUDA graph replay against eager steps, bit for bit (graph.sh); placed
+#      plans (placement.sh); every example learns (learns.sh).
+# About 10 minutes on an H100. Logs go to $OUT (default $BUILD/gpu-out).
+# Exit 0 only if all passed.
 BUILD=${BUILD:-build}
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 NVCC=${NVCC:-$CUDA_HOME/bin/nvcc}
