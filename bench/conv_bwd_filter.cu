@@ -29,36 +29,9 @@
 
 #include "mdlrt.h"
 
-enum { WARMUP = 3, TIMED = 20 };
+#include "bench.h"
+
 static const mdlrt_ref NONE = {NULL, NULL};
-
-/* A packed tensor of `rank` dims and its buffer. */
-typedef struct {
-  mdlrt_tensor t;
-  void *p;
-  int64_t n;
-} Buf;
-
-static Buf mk(int dt, int rank, const int64_t *dim) {
-  static const int size[] = {4, 2, 2, 4, 8, 1};
-  Buf b;
-  memset(&b, 0, sizeof b);
-  b.t.dt = dt, b.t.rank = rank, b.n = 1;
-  for (int d = rank - 1; d >= 0; d--) {
-    b.t.dim[d] = dim[d];
-    b.t.st[d] = b.n;
-    b.n *= dim[d];
-  }
-  b.p = mdlrt_alloc(b.n * size[dt], 0);
-  return b;
-}
-
-static mdlrt_ref ref(Buf *b) { return mdlrt_at(b->p, &b->t); }
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 /* A plan with MDLRT_CONV_GEMM set to `gemm` ("0" or "1") while it is made
  * (the plan reads it), then the variable as it was. */
@@ -75,17 +48,22 @@ static mdlrt_conv *plan(const char *gemm, int dt, int64_t N, int64_t C,
   return c;
 }
 
+/* One backward-filter through a plan (timeit's argument). */
+typedef struct {
+  mdlrt_conv *c;
+  Buf *dw, *dy, *x, *w;
+} DwCall;
+
+static void run_dw(void *arg) {
+  DwCall *k = (DwCall *)arg;
+  mdlrt_conv_bwd(k->c, NONE, 0, ref(k->dw), 0, NONE, 0, ref(k->dy),
+                 ref(k->x), ref(k->w));
+}
+
 /* Median milliseconds of one backward-filter through plan c. */
 static double time_dw(mdlrt_conv *c, Buf *dw, Buf *dy, Buf *x, Buf *w) {
-  double ms[TIMED];
-  for (int i = 0; i < WARMUP + TIMED; i++) {
-    mdlrt_timer_start();
-    mdlrt_conv_bwd(c, NONE, 0, ref(dw), 0, NONE, 0, ref(dy), ref(x), ref(w));
-    double t = mdlrt_timer_stop();
-    if (i >= WARMUP) ms[i - WARMUP] = t;
-  }
-  qsort(ms, TIMED, sizeof ms[0], cmp_double);
-  return (ms[TIMED / 2 - 1] + ms[TIMED / 2]) / 2;
+  DwCall k = {c, dw, dy, x, w};
+  return timeit(run_dw, &k);
 }
 
 static void bench(const char *what, int dt, int64_t N, int64_t C, int64_t H,

@@ -43,56 +43,10 @@
 #pragma nv_diag_suppress 1444
 #pragma nv_diag_suppress 1215
 
-enum { WARMUP = 3, TIMED = 20 };
-
-typedef struct {
-  mdlrt_tensor t;
-  void *p;
-  int64_t n;
-} Buf;
-
-static Buf mk(int dt, int rank, const int64_t *dim) {
-  Buf b;
-  memset(&b, 0, sizeof b);
-  b.t.dt = dt, b.t.rank = rank, b.n = 1;
-  for (int d = rank - 1; d >= 0; d--) {
-    b.t.dim[d] = dim[d];
-    b.t.st[d] = b.n;
-    b.n *= dim[d];
-  }
-  b.p = mdlrt_alloc(b.n * mdlrt_dt_size(dt), 0);
-  return b;
-}
+#include "mdlrt.h"
+#include "bench.h"
 
 static Buf mk1(int dt, int64_t n) { return mk(dt, 1, &n); }
-static mdlrt_ref ref(Buf *b) { return mdlrt_at(b->p, &b->t); }
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* Median milliseconds of fn(arg) on the runtime's stream. */
-typedef void (*Fn)(void *);
-static double timeit(Fn fn, void *arg) {
-  static cudaEvent_t e0, e1;
-  if (!e0) {
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-  }
-  double ms[TIMED];
-  for (int i = 0; i < WARMUP + TIMED; i++) {
-    CUDA_CHECK(cudaEventRecord(e0, mdlrt_rt.stream));
-    fn(arg);
-    CUDA_CHECK(cudaEventRecord(e1, mdlrt_rt.stream));
-    CUDA_CHECK(cudaEventSynchronize(e1));
-    float t = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
-    if (i >= WARMUP) ms[i - WARMUP] = t;
-  }
-  qsort(ms, TIMED, sizeof ms[0], cmp_double);
-  return (ms[TIMED / 2 - 1] + ms[TIMED / 2]) / 2;
-}
 
 /* The roofline: a copy that reads bytes / 2 and writes bytes / 2. */
 static void *copy_src, *copy_dst;
