@@ -638,11 +638,8 @@ static void emit_step(Emit *E) {
   P("}\n\n");
 }
 
-/* From the second step on, the step replays as a CUDA graph captured from
- * it in arena mode: nothing is allocated inside, every buffer lies at its
- * planned arena offset. In pool mode the eager first step has measured the
- * peak; the arena is then taken from the pool, which from there on holds
- * exactly the persistent bytes and the arena. */
+/* The emitted start_replay; its own comment says what it does (and
+ * docs/memory-notes.md why). */
 static const char *const REPLAY_TEXT =
     "/* From the second step on, the step replays as a CUDA graph captured "
     "in\n * arena mode: nothing is allocated inside, every buffer lies at "
