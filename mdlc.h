@@ -637,7 +637,7 @@ bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
                     Placement *res);
 
 /* ======================================================================
- * backend/emit_mdl.c: --emit-mdl, the source with placed checkpoints
+ * backend/report/emit_mdl.c: --emit-mdl, the source with placed checkpoints
  * ====================================================================== */
 
 /* Per node of g's forward graph: whether the source can write a segment
@@ -652,7 +652,7 @@ void mdl_emit(const Graph *g, const Define *defs, int ndefs,
               const char *header, FILE *f);
 
 /* ======================================================================
- * backend/report.c, backend/timeline.c: what --peak, --ops, --timeline print
+ * backend/report/report.c, timeline.c: what --peak, --ops, --timeline print
  * ====================================================================== */
 
 typedef struct {
@@ -710,14 +710,15 @@ typedef struct {
   const char *out_path; /* -o FILE, or NULL */
 } RunOpts;
 
-int cpu_run(Graph *g, const RunOpts *o);             /* backend/cpu_exec.c */
+int cpu_run(Graph *g, const RunOpts *o);             /* backend/cpu/exec.c */
 /* --run on the GPU without --steps: the first step eager, nine replays. */
 enum { CUDA_DEFAULT_STEPS = 10 };
-int cuda_emit(const Graph *g, const RunOpts *o, FILE *f); /* backend/cuda_emit.c */
-int cuda_run(Graph *g, const RunOpts *o);            /* backend/cuda_run.c */
+int cuda_emit(const Graph *g, const RunOpts *o, FILE *f); /* backend/cuda/emit.c */
+int cuda_run(Graph *g, const RunOpts *o);            /* backend/cuda/run.c */
 
 /* ======================================================================
- * backend/cpu_kernels.c: the CPU reference kernels (docs/ops.md)
+ * backend/cpu/: the CPU reference kernels (docs/ops.md), a file per
+ * family of ops (numeric.c holds the number formats and shared helpers)
  *
  * Every kernel works on contiguous row-major f32 arrays (the executor
  * gathers operands through their view geometry and scatters results back,
@@ -725,12 +726,27 @@ int cuda_run(Graph *g, const RunOpts *o);            /* backend/cuda_run.c */
  * a NULL output pointer means "not wanted". Reductions accumulate in double.
  * ====================================================================== */
 
+/* ---- backend/cpu/numeric.c ---- */
+
 float cpu_f16_to_f32(uint16_t h);
 uint16_t cpu_f32_to_f16(float f);   /* round to nearest even */
 float cpu_bf16_to_f32(uint16_t h);
 uint16_t cpu_f32_to_bf16(float f);  /* round to nearest even */
 /* The value x becomes when stored as float dtype t. */
 float cpu_round_to(DType t, float x);
+/* n zeroed doubles (exit 3 if the host has no memory for them). */
+double *cpu_dzalloc(int64_t n);
+/* dst[i] = src[i] rounded to f32; nothing if dst is NULL. */
+void cpu_dstore(float *dst, const double *src, int64_t n);
+int64_t cpu_numel(const Shape *s);
+/* Strides (in elements) of a contiguous tensor of shape s, read at the
+ * indices of shape sy (rank >= s's) by NumPy broadcasting: 0 where s has
+ * no such dim or extent 1. */
+void cpu_bcast_strides(const Shape *s, const Shape *sy, int64_t *st);
+/* Offset of linear index j of shape sy under strides st. */
+int64_t cpu_offset_of(const Shape *sy, const int64_t *st, int64_t j);
+
+/* ---- backend/cpu/linear.c ---- */
 
 /* y[m,n] = x[m,k] w[n,k]^T + b[n] (b may be NULL). */
 void cpu_linear_fwd(const float *x, const float *w, const float *b, float *y,
@@ -746,6 +762,8 @@ void cpu_matmul_bwd(const Shape *sa, const float *a, bool ta, const Shape *sb,
                     const float *b, bool tb, const Shape *sy, const float *dy,
                     float *da, float *db);
 
+/* ---- backend/cpu/conv.c ---- */
+
 typedef struct {
   int64_t n, c, h, w;        /* input [n, c, h, w] */
   int64_t o, k;              /* output channels, square kernel */
@@ -757,6 +775,8 @@ void cpu_conv2d_fwd(const CpuConv *p, const float *x, const float *w,
                     const float *b, float *y);
 void cpu_conv2d_bwd(const CpuConv *p, const float *x, const float *w,
                     const float *dy, float *dx, float *dw, float *db);
+
+/* ---- backend/cpu/pool.c ---- */
 
 typedef struct {
   int64_t nc, h, w;          /* input [nc, h, w] (N*C planes) */
@@ -772,6 +792,8 @@ void cpu_avgpool_bwd(const CpuPool *p, const float *dy, float *dx);
 /* global_avgpool: y[q] = mean of plane q (nc planes of hw elements). */
 void cpu_gap_fwd(const float *x, float *y, int64_t nc, int64_t hw);
 void cpu_gap_bwd(const float *dy, float *dx, int64_t nc, int64_t hw);
+
+/* ---- backend/cpu/norm.c ---- */
 
 /* Normalisation of x viewed as [n, c, s]. CPU_NORM_BATCH: statistics per
  * channel over (n, s); CPU_NORM_GROUP: per (n, group) over (c/groups, s)
@@ -794,6 +816,8 @@ void cpu_norm_bwd(const CpuNorm *p, const float *x, const float *w,
                   const float *mean, const float *rstd, const float *dy,
                   float *dx, float *dw, float *db);
 
+/* ---- backend/cpu/pointwise.c ---- */
+
 /* relu gelu silu tanh sigmoid. The backward reads x (gelu, silu) or y
  * (relu, tanh, sigmoid). */
 void cpu_act_fwd(Op op, const float *x, float *y, int64_t n);
@@ -813,11 +837,15 @@ void cpu_binary_bwd(Op op, const Shape *sa, const float *a, const Shape *sb,
                     const float *b, const Shape *sy, const float *dy,
                     float *da, float *db);
 
+/* ---- backend/cpu/softmax.c ---- */
+
 /* Softmax over rows of `cols`; causal masks col > (row % srows). */
 void cpu_softmax_fwd(const float *x, float *y, int64_t rows, int64_t cols,
                      bool causal, int64_t srows);
 void cpu_softmax_bwd(const float *y, const float *dy, float *dx,
                      int64_t rows, int64_t cols);
+
+/* ---- backend/cpu/layout.c ---- */
 
 /* Returns the index of the first id outside [0, vocab), or -1. */
 int64_t cpu_embedding_fwd(const int64_t *ids, int64_t n, const float *w,
@@ -833,6 +861,8 @@ void cpu_concat(int n, const Shape *sx, const float *const *x, int axis,
 void cpu_unconcat(int n, const Shape *sx, const float *y, int axis,
                   float *const *x);
 
+/* ---- backend/cpu/loss.c ---- */
+
 /* Returns the index of the first target outside [0, c), or -1. */
 int64_t cpu_xent_fwd(const float *x, const int64_t *t, int64_t rows,
                      int64_t c, float *logprobs, float *loss);
@@ -841,6 +871,8 @@ void cpu_xent_bwd(const float *logprobs, const int64_t *t, int64_t rows,
 void cpu_mse_fwd(const float *a, const float *b, int64_t n, float *loss);
 void cpu_mse_bwd(const float *a, const float *b, int64_t n, float dloss,
                  float *da, float *db);
+
+/* ---- backend/cpu/optim.c ---- */
 
 /* One optimizer update of n elements (docs/ops.md); t is 1-based.
  * p is the f32 parameter (or master); s0, s1 the state (NULL if unused). */
@@ -853,7 +885,7 @@ double cpu_default_lr(Optimizer o);
 void cpu_optim_step(const CpuOptim *o, float *p, const float *g, float *s0,
                     float *s1, int64_t n);
 
-/* backend/cpu_exec.c: cpu_run with its measurements handed back (tests).
+/* backend/cpu/exec.c: cpu_run with its measurements handed back (tests).
  * losses: `steps` entries or NULL; NaN where the step has no loss. */
 typedef struct {
   float *losses;          /* per step, caller-allocated, or NULL */

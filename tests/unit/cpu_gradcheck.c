@@ -1,5 +1,5 @@
 /* tests/unit/cpu_gradcheck.c: finite-difference check of the backward of
- * every CPU kernel (backend/cpu_kernels.c), every option included.
+ * every CPU kernel (backend/cpu/), every option included.
  *
  * For each case, L(x) = sum_j r_j y_j over the real outputs with fixed
  * random weights r (accumulated in double). The analytic gradient is the

@@ -1,4 +1,4 @@
-/* backend/report.c: the memory plan as a person reads it, or as JSON.
+/* backend/report/report.c: the memory plan as a person reads it, or as JSON.
  *
  * Everything printed is read off the finished graph (liveness and arena
  * have run); nothing is recomputed here, so the report and the schedule

@@ -1,4 +1,4 @@
-/* backend/emit_mdl.c: --emit-mdl, the model printed back with the
+/* backend/report/emit_mdl.c: --emit-mdl, the model printed back with the
  * checkpoints that placement chose written in.
  *
  * The key idea: the forward graph's nodes come in program order, one

@@ -1,4 +1,4 @@
-/* backend/cuda_run.c: `mdlc --run` on the GPU.
+/* backend/cuda/run.c: `mdlc --run` on the GPU.
  *
  * Writes the step's CUDA program (cuda_emit) into a temporary folder,
  * builds it with nvcc against the runtime library that sits next to the

@@ -1,4 +1,4 @@
-/* backend/cuda_emit.c: the step as one readable CUDA translation unit.
+/* backend/cuda/emit.c: the step as one readable CUDA translation unit.
  *
  * The schedule (g->ins) is unrolled in order into `step()`: before each
  * instruction a comment names it, its IR node, its source location and its
@@ -163,7 +163,7 @@ static int64_t last_dim(const Shape *s) {
   return s->rank ? s->dim[s->rank - 1] : 1;
 }
 
-/* ---- parameter initialisation (docs/ops.md, as cpu_exec.c does) --------- */
+/* ---- parameter initialisation (docs/ops.md, as backend/cpu/exec.c does) --------- */
 
 
 /* ---- one instruction ------------------------------------------------------ */

@@ -1,4 +1,4 @@
-/* backend/timeline.c: live memory over the schedule, as a picture (.svg)
+/* backend/report/timeline.c: live memory over the schedule, as a picture (.svg)
  * or a Chrome trace (.json, opens in Perfetto or chrome://tracing).
  *
  * The SVG is a step chart of live bytes after each instruction's

@@ -1,9 +1,9 @@
-/* backend/cpu_exec.c: the CPU reference executor (`--run --device cpu`).
+/* backend/cpu/exec.c: the CPU reference executor (`--run --device cpu`).
  *
  * Runs the step's instruction list exactly as the GPU would: allocate what
  * an instruction lists, run it, free what died, counting live bytes on the
  * way; the measured peak must equal the planner's to the byte. Numerics are
- * docs/ops.md's (backend/cpu_kernels.c); operands are gathered to f32
+ * docs/ops.md's (backend/cpu/); operands are gathered to f32
  * through their view geometry and scattered back with rounding to the
  * stored dtype, so f16/bf16 tensors round as they do on the device.
  *
