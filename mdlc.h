@@ -53,6 +53,8 @@ typedef struct {
 } StrBuf;
 void sb_printf(StrBuf *sb, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+void sb_vprintf(StrBuf *sb, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 void sb_putc(StrBuf *sb, char c);
 
 /* Checked 64-bit arithmetic: returns false on overflow. */
@@ -159,10 +161,15 @@ enum {
   SV_EXTRA = 8, /* saves its extra outputs */
 };
 
+/* Op flags (ir/ops.def says what each means). */
+enum {
+  OF_FLOAT = 1, OF_KEEP_DT = 2, OF_VIEW = 4, OF_LOSS = 8, OF_INTERNAL = 16,
+};
+
 typedef enum { PC_MATMUL, PC_F32, PC_WIDEST, PC_KEEP } PrecClass;
 
 typedef enum {
-#define X(e, name, save, cls) OP_##e,
+#define X(e, name, nin, nparam, nextra, flags, save, cls, rt) OP_##e,
 #include "ir/ops.def"
 #undef X
   OP_COUNT
@@ -170,8 +177,13 @@ typedef enum {
 
 typedef struct {
   const char *name; /* the .mdl spelling */
+  int nin;          /* tensor arguments, -1: any number */
+  int nparam;       /* parameters it may create */
+  int nextra;       /* extra outputs */
+  int flags;        /* OF_* */
   int save;         /* SV_* mask */
   PrecClass cls;    /* precision class */
+  const char *rt;   /* runtime code of an elementwise op, or NULL */
 } OpInfo;
 
 extern const OpInfo op_info[OP_COUNT];
@@ -431,13 +443,6 @@ void graph_dump(const Graph *g, FILE *f, bool with_step);
 void graph_verify(const Graph *g);
 
 /* ======================================================================
- * ir/ops.c: per-op functions
- * ====================================================================== */
-
-/* FLOPs of one forward run of node n (documented per op in ir/ops.c). */
-int64_t op_flops(const Graph *g, int n);
-
-/* ======================================================================
  * ir/init.c: how a run initialises parameters and fills inputs
  * ====================================================================== */
 
@@ -448,6 +453,9 @@ typedef enum { INIT_NORMAL, INIT_KAIMING, INIT_ONE, INIT_ZERO } InitKind;
  * draws. Arrays of g->nvals entries, filled. */
 void graph_init_plan(const Graph *g, InitKind *kind, int64_t *fan,
                      int64_t *limit);
+/* The value a node input really reads: through the casts the precision
+ * pass inserted, reshapes and views. */
+int init_source(const Graph *g, int v);
 
 /* ======================================================================
  * frontend/: .mdl to forward Graph
@@ -529,7 +537,7 @@ Ast *ast_prepend(Ast *list, Ast *kid);
 Ast *ast_retag(Ast *list, AstKind k, Loc loc, const char *str, Loc name_loc);
 const char *ast_kind_name(AstKind k);
 
-/* ---- frontend/parse.c: text to tree ---- */
+/* ---- grammar/lexer.l (with grammar/parser.y): text to tree ---- */
 
 /* Parses one registered source file (src_add) into an AST_FILE; syntax
  * errors are reported and counted (diag_errors), and the tree holds
@@ -818,11 +826,18 @@ void cpu_norm_bwd(const CpuNorm *p, const float *x, const float *w,
 
 /* ---- backend/cpu/pointwise.c ---- */
 
-/* relu gelu silu tanh sigmoid. The backward reads x (gelu, silu) or y
- * (relu, tanh, sigmoid). */
-void cpu_act_fwd(Op op, const float *x, float *y, int64_t n);
-void cpu_act_bwd(Op op, const float *x, const float *y, const float *dy,
-                 float *dx, int64_t n);
+/* An activation: y = fwd(x); its backward dx = bwd(dy, s) where s is
+ * what the op saves (ir/ops.def): x for gelu, silu and softplus, y for
+ * relu, tanh, sigmoid and exp. Computed in double, rounded to f32 once. */
+typedef struct {
+  double (*fwd)(double x);
+  double (*bwd)(double dy, double s);
+} CpuAct;
+extern const CpuAct cpu_relu, cpu_gelu, cpu_silu, cpu_tanh, cpu_sigmoid,
+    cpu_exp, cpu_softplus;
+void cpu_act_fwd(const CpuAct *a, const float *x, float *y, int64_t n);
+void cpu_act_bwd(const CpuAct *a, const float *s, const float *dy, float *dx,
+                 int64_t n);
 
 void cpu_dropout_mask(uint64_t seed, int node, uint64_t step, double p,
                       uint8_t *mask, int64_t n);
@@ -902,5 +917,264 @@ typedef struct {
   const char *grads_path;
 } CpuStats;
 int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st);
+
+/* ======================================================================
+ * ops/: one file per family of operators (ops/linear.c, conv.c, pool.c,
+ * norm.c, pointwise.c, softmax.c, layout.c, loss.c)
+ *
+ * An OpDef is everything mdlc knows about one op that is not a constant of
+ * ir/ops.def: its signature and shape rule (the frontend), its FLOPs, its
+ * attributes in the textual IR, how a run initialises its parameters, and
+ * its forward and backward on the CPU reference and in emitted CUDA. The
+ * passes read only ir/ops.def's constants; every backend dispatches
+ * through op_def. docs/adding-an-op.md is the checklist.
+ * ====================================================================== */
+
+/* ---- frontend/builtins.c: what a lower hook is given ---- */
+
+typedef enum {
+  A_T,    /* a tensor (positional only) */
+  A_TS,   /* the remaining positional tensors (concat) */
+  A_I,    /* an integer in [lo, hi] */
+  A_IS,   /* the remaining positional integers (reshape) */
+  A_F,    /* a number; > 0 when lo == 1 (eps) */
+  A_P,    /* a probability in [0, 1) */
+  A_B,    /* true or false */
+  A_TYPE, /* a tensor type, f32[4, 3] (param) */
+} ArgType;
+
+/* One row of a signature: tensors first, then integers, numbers, flags. */
+typedef struct {
+  const char *name; /* as an option: name = value */
+  ArgType t;        /* what it takes */
+  bool req;         /* must be given */
+  double def;       /* default */
+  int64_t lo, hi;   /* A_I range (A_F: lo 1 means > 0) */
+} ArgSpec;
+
+enum { MAX_ARGS = 8 };
+#define ARG_ANY INT64_MIN, INT64_MAX
+#define ARG_POS 1, INT64_MAX
+#define ARG_NNEG 0, INT64_MAX
+#define ARG_TENSOR(n) {n, A_T, true, 0, ARG_ANY}
+#define ARG_EPS {"eps", A_F, false, 1e-5, 1, 0}
+
+/* A call's arguments bound to its signature. */
+typedef struct {
+  Ev v[MAX_ARGS];     /* per ArgSpec row: the value (the default if absent) */
+  bool given[MAX_ARGS];
+  Loc where[MAX_ARGS];
+  Ev *many;           /* A_TS / A_IS: the values */
+  int nmany;
+  int dtype;          /* `dtype = ...`, or -1 */
+} Args;
+
+/* The state of one operator call being lowered. */
+typedef struct {
+  Lower *L;
+  Graph *g;
+  Op opc;             /* the op being lowered (OP_COUNT: sugar) */
+  const char *op;     /* the operator's .mdl name, for messages */
+  Loc loc;            /* the call */
+  const char *base;   /* local name of the call's main node */
+  int dtype;          /* dtype override, or -1 */
+  Args *A;            /* the bound arguments */
+  const char *const *outnames; /* a tuple binding's names (split), or NULL */
+  int nout;           /* ... and how many */
+  Ev *tuple;          /* split: set to the EV_TUPLE of its outputs */
+} Call;
+
+Value *call_val(const Call *c, Ev e);
+double ev_num(Ev e);                       /* an EV_INT or EV_FLOAT */
+Ev ev_tensor(int v);
+/* "f32[8, 3]": for messages. */
+const char *call_desc(const Call *c, int v);
+/* Checks with located errors; false after one. */
+bool call_need_float(const Call *c, Ev e, const char *what);
+bool call_need_rank(const Call *c, Ev e, int lo, int hi, const char *what);
+bool call_shape_ok(const Call *c, const Shape *s);
+/* An axis in [-rank, rank) made non-negative; -1 after an error. */
+int call_axis(const Call *c, int64_t a, int rank, Loc at);
+/* The full name the scope gives `local`, taken before the node exists so
+ * parameters can be named after it. */
+const char *call_reserve(const Call *c, const char *local);
+/* "BASE:part": the local name of a part of a sugar's lowering. */
+const char *call_sub(const Call *c, const char *part);
+/* A node named `local` under the scope's prefix / with a reserved name. */
+int call_node(const Call *c, Op op, const char *local, const int *in,
+              int nin);
+int call_node_named(const Call *c, Op op, const char *full, const int *in,
+                    int nin);
+int call_out(const Call *c, int n, const char *name, DType dt,
+             const Shape *s, bool extra);
+/* One real output named like its node. */
+int call_out1(const Call *c, int n, DType dt, const Shape *s);
+/* A parameter (or state) of node name `full`: "full.suffix", f32. */
+int call_param(const Call *c, const char *full, const char *suffix,
+               ValueKind k, const Shape *s);
+
+/* ---- backend/cpu/exec.c: what a CPU hook is given ---- */
+
+typedef struct Exec Exec; /* the executor's state (backend/cpu/exec.c) */
+
+/* One instruction on the CPU reference. Forward: x[k] is forward input k
+ * gathered to f32 (float and u8 inputs; NULL for integer ones), y[o] each
+ * output, zeroed, scattered to its buffer after the hook. Backward: dy[o]
+ * the gradient of real output o (zeros where none arrived), dx[k] the
+ * wanted gradient of input k, zeroed (NULL: not wanted, or handed off),
+ * scattered (or accumulated) after the hook; saved operands come from
+ * cpu_saved. Every array a hook gets stays the executor's. */
+typedef struct {
+  Exec *e;
+  const Graph *g;
+  const Node *n;
+  const Instr *in;
+  int node;           /* the node's index (dropout's stream) */
+  uint64_t seed;      /* --seed */
+  uint64_t step;      /* 0-based step */
+  bool train;         /* not --infer */
+  bool first;         /* IK_FWD: the first forward, not a recomputation */
+  float *x[8], *y[8];
+  float *dy[8], *dx[8];
+} CpuOp;
+
+/* Backward operand k (the IK_BWD layout in mdlc.h: inputs, then outputs),
+ * gathered to f32: a plan error naming `what` if it was neither saved nor
+ * resident. Freed after the hook. */
+float *cpu_saved(CpuOp *c, int k, const char *what);
+/* An integer operand (forward input k, or backward operand k), gathered. */
+int64_t *cpu_ints(CpuOp *c, int k, bool bwd, const char *what);
+/* Writes src into forward input k (batchnorm's running statistics). */
+void cpu_write_input(CpuOp *c, int k, const float *src);
+/* Bad data (a token id, a class): "outside [0, limit)", exit 3. */
+_Noreturn void cpu_data_error(CpuOp *c, const char *what, int64_t bad,
+                              int64_t limit);
+int64_t cpu_last_dim(const Shape *s);
+/* Host memory, exit 3 if there is none; free() it. */
+void *cpu_host_alloc(size_t n);
+
+/* ---- backend/cuda/emit.c: what a CUDA hook is given ---- */
+
+typedef struct Emit Emit; /* the emitter's state (backend/cuda/emit.c) */
+
+/* One instruction being emitted. Forward: X[k] input k, Y[o] output o, as
+ * `AT(buf, geometry)` or "NONE". Backward: I[k] operand k of the IK_BWD
+ * layout (inputs, then outputs), DY the output gradient, DX[k] the gradient
+ * of input k and A[k] its accumulate flag ("NONE" where not wanted or
+ * handed off). */
+typedef struct {
+  Emit *E;
+  const Graph *g;
+  const Node *n;
+  int node;           /* the node's index */
+  const Instr *in;
+  const char *X[8], *Y[8];
+  const char *I[16], *DY, *DX[8];
+  int A[8];
+} EmitOp;
+
+/* Appends to the step's code (setup() in a setup hook). */
+void emit_printf(EmitOp *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends a file-scope declaration (before the geometry table). */
+void emit_global(EmitOp *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A reference to a derived view of r (transposed, a concat slice) with the
+ * given geometry, suffix naming it. */
+typedef struct {
+  int rank;
+  int64_t dim[MAX_RANK], st[MAX_RANK], off;
+} Geom;
+Geom emit_geom(const Graph *g, int v);
+const char *emit_ref(EmitOp *c, Ref r);
+const char *emit_ref_geom(EmitOp *c, Ref r, const char *suffix,
+                          const Geom *m, const char *what);
+/* An error: the backend cannot run this (exit 1 after emission). */
+void emit_unsupported(EmitOp *c, const char *what);
+/* Operands our row-wise kernels read as contiguous. */
+void emit_need_contig(EmitOp *c, Ref r);
+/* "MDLRT_F32" ... */
+const char *emit_dtype(DType t);
+const char *emit_loc(Loc l);
+bool emit_none(const char *ref);           /* the reference is "NONE" */
+
+/* ---- the hooks ---- */
+
+typedef struct {
+  const char *sig;                     /* the signature, for hints */
+  ArgSpec args[MAX_ARGS];              /* the signature's rows */
+  /* Checks the arguments' dtypes and shapes (errors located at the call),
+   * creates the node(s), parameters and outputs; returns the output value,
+   * -1 after an error. NULL only for OF_INTERNAL ops. */
+  int (*lower)(const Call *c);
+  /* FLOPs of one forward run (a multiply-add counts 2). */
+  int64_t (*flops)(const Graph *g, const Node *n);
+  /* The attributes in the textual IR (" k=v" each); NULL: none. */
+  void (*attrs)(const Node *n, FILE *f);
+  /* How a run initialises the source value `s` of operand k of n (see
+   * ir/init.c); NULL: the defaults. */
+  void (*init)(const Graph *g, const Node *n, int k, int s, InitKind *kind,
+               int64_t *fan, int64_t *limit);
+  void (*cpu_fwd)(CpuOp *c);
+  void (*cpu_bwd)(CpuOp *c);
+  /* Once in setup() (conv2d's plans); NULL: nothing. */
+  void (*cuda_setup)(EmitOp *c);
+  void (*cuda_fwd)(EmitOp *c);
+  void (*cuda_bwd)(EmitOp *c);
+} OpDef;
+
+extern const OpDef *const op_def[OP_COUNT];
+#define X(e, name, nin, nparam, nextra, flags, save, cls, rt)               \
+  extern const OpDef opdef_##e;
+#include "ir/ops.def"
+#undef X
+
+/* FLOPs of one forward run of node n (op_def's flops). */
+int64_t op_flops(const Graph *g, int n);
+/* a * b and a + b saturating at INT64_MAX (FLOPs are estimates). */
+int64_t flops_mul(int64_t a, int64_t b);
+int64_t flops_add(int64_t a, int64_t b);
+int64_t op_numel(const Graph *g, int v);   /* INT64_MAX if it overflows */
+/* The flops hook of data movement (views, copies, gathers): 0. */
+int64_t flops_none(const Graph *g, const Node *n);
+
+/* ---- operand slots (node inputs: tensors, then parameters) ---- */
+
+enum { LINEAR_X, LINEAR_W, LINEAR_B };           /* linear, conv2d too */
+enum { NORM_X, NORM_W, NORM_B, NORM_RMEAN, NORM_RVAR };
+enum { NORM_Y, NORM_MEAN, NORM_RSTD };           /* outputs */
+enum { EMB_IDS, EMB_W };
+enum { LOSS_A, LOSS_B };                         /* logits/targets, a/b */
+enum { XENT_LOSS, XENT_LOGPROBS };               /* outputs */
+enum { DROPOUT_Y, DROPOUT_MASK };                /* outputs */
+
+/* ---- lowering functions that sugar reuses (attention, flatten) ---- */
+
+/* ops/linear.c: linear x [..., in] -> [..., out] with parameters named
+ * after `full`; output named outname (or full). */
+int lower_linear(const Call *c, int x, int64_t out, bool bias,
+                 const char *full, const char *outname);
+int lower_matmul(const Call *c, int a, int b, bool ta, bool tb,
+                 const char *local);
+/* The init hook of linear and conv2d: Kaiming-uniform weight and bias. */
+void linear_init(const Graph *g, const Node *n, int k, int s, InitKind *kind,
+                 int64_t *fan, int64_t *limit);
+/* ops/layout.c */
+int lower_reshape_view(const Call *c, int x, const Shape *s,
+                       const char *local);
+int lower_split_views(const Call *c, int x, int n, int axis,
+                      const char *local, const char *const *names,
+                      int *outs);
+int lower_transpose(const Call *c, int x, int a, int b, const char *local);
+/* ops/pointwise.c */
+int lower_scale(const Call *c, int x, double k, const char *local);
+int lower_dropout(const Call *c, int x, double p, const char *local);
+int lower_binary(const Call *c, Op op, Ev a, Ev b, const char *local);
+/* ops/softmax.c */
+int lower_softmax(const Call *c, int x, bool causal, const char *local);
+/* ops/conv.c: H' = (H + 2p - d(k - 1) - 1) / s + 1, or -1 if the window
+ * does not fit. */
+int64_t conv_out_extent(int64_t h, int64_t k, int64_t s, int64_t p,
+                        int64_t d);
 
 #endif /* MDLC_H */

@@ -115,9 +115,8 @@ static void sb_reserve(StrBuf *sb, size_t more) {
   sb->cap = cap;
 }
 
-void sb_printf(StrBuf *sb, const char *fmt, ...) {
-  va_list ap, ap2;
-  va_start(ap, fmt);
+void sb_vprintf(StrBuf *sb, const char *fmt, va_list ap) {
+  va_list ap2;
   va_copy(ap2, ap);
   int n = vsnprintf(NULL, 0, fmt, ap2);
   va_end(ap2);
@@ -125,6 +124,12 @@ void sb_printf(StrBuf *sb, const char *fmt, ...) {
   sb_reserve(sb, (size_t)n);
   vsnprintf(sb->s + sb->n, (size_t)n + 1, fmt, ap);
   sb->n += (size_t)n;
+}
+
+void sb_printf(StrBuf *sb, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  sb_vprintf(sb, fmt, ap);
   va_end(ap);
 }
 

@@ -147,49 +147,7 @@ static const char *loc_str(Loc l, char *buf) {
 }
 
 static void dump_attrs(const Node *n, FILE *f) {
-  switch (n->op) {
-  case OP_LINEAR:
-    fprintf(f, " out=%lld bias=%d", (long long)n->a.linear.out, n->a.linear.bias);
-    break;
-  case OP_MATMUL:
-    fprintf(f, " ta=%d tb=%d", n->a.matmul.ta, n->a.matmul.tb);
-    break;
-  case OP_CONV2D:
-    fprintf(f, " out=%lld k=%lld s=%lld p=%lld d=%lld g=%lld bias=%d",
-            (long long)n->a.conv.out, (long long)n->a.conv.kernel,
-            (long long)n->a.conv.stride, (long long)n->a.conv.pad,
-            (long long)n->a.conv.dilation, (long long)n->a.conv.groups,
-            n->a.conv.bias);
-    break;
-  case OP_MAXPOOL2D:
-  case OP_AVGPOOL2D:
-    fprintf(f, " k=%lld s=%lld p=%lld", (long long)n->a.pool.kernel,
-            (long long)n->a.pool.stride, (long long)n->a.pool.pad);
-    break;
-  case OP_BATCHNORM:
-  case OP_LAYERNORM:
-  case OP_INSTANCENORM:
-  case OP_GROUPNORM:
-    fprintf(f, " eps=%g groups=%lld affine=%d", n->a.norm.eps,
-            (long long)n->a.norm.groups, n->a.norm.affine);
-    break;
-  case OP_SOFTMAX: fprintf(f, " causal=%d", n->a.softmax.causal); break;
-  case OP_DROPOUT: fprintf(f, " p=%g", n->a.dropout.p); break;
-  case OP_SCALE: fprintf(f, " c=%g", n->a.scale.c); break;
-  case OP_EMBEDDING:
-    fprintf(f, " vocab=%lld dim=%lld", (long long)n->a.embedding.vocab,
-            (long long)n->a.embedding.dim);
-    break;
-  case OP_TRANSPOSE:
-    fprintf(f, " a=%d b=%d", n->a.transpose.a, n->a.transpose.b);
-    break;
-  case OP_CONCAT: fprintf(f, " axis=%d", n->a.concat.axis); break;
-  case OP_SPLIT:
-    fprintf(f, " n=%d axis=%d", n->a.split.n, n->a.split.axis);
-    break;
-  case OP_CAST: fprintf(f, " to=%s", dtype_name(n->a.cast.to)); break;
-  default: break;
-  }
+  if (op_def[n->op]->attrs) op_def[n->op]->attrs(n, f);
 }
 
 static void dump_value_type(const Graph *g, int v, FILE *f) {

@@ -10,14 +10,7 @@
  */
 #include "mdlc.h"
 
-static int64_t last_dim(const Shape *s) {
-  return s->rank ? s->dim[s->rank - 1] : 1;
-}
-
-
-/* The value a node input really reads: through casts the precision pass
- * inserted, and through views. */
-static int source_of(const Graph *g, int v) {
+int init_source(const Graph *g, int v) {
   for (;;) {
     const Value *x = &g->vals[v];
     if (x->view_of >= 0) {
@@ -42,33 +35,9 @@ void graph_init_plan(const Graph *g, InitKind *kind, int64_t *fan,
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     for (int k = 0; k < n->nin; k++) {
-      int s = source_of(g, n->in[k]);
-      switch (n->op) {
-      case OP_LINEAR:
-      case OP_CONV2D:
-        if (k >= 1) {
-          const Shape *w = &g->vals[source_of(g, n->in[1])].shape;
-          kind[s] = INIT_KAIMING;
-          fan[s] = 1;
-          for (int d = 1; d < w->rank; d++) fan[s] *= w->dim[d];
-        }
-        break;
-      case OP_BATCHNORM:
-      case OP_LAYERNORM:
-      case OP_INSTANCENORM:
-      case OP_GROUPNORM:
-        if (k == 1 || k == 4) kind[s] = INIT_ONE;
-        if (k == 2 || k == 3) kind[s] = INIT_ZERO;
-        break;
-      case OP_EMBEDDING:
-        if (k == 0) limit[s] = g->vals[n->in[1]].shape.dim[0];
-        break;
-      case OP_CROSS_ENTROPY:
-        if (k == 1) limit[s] = last_dim(&g->vals[n->in[0]].shape);
-        break;
-      default:
-        break;
-      }
+      int s = init_source(g, n->in[k]);
+      if (op_def[n->op]->init)
+        op_def[n->op]->init(g, n, k, s, kind, fan, limit);
     }
   }
 }

@@ -108,9 +108,11 @@ static DType output_dtype(const Graph *g, const Node *n, int cd) {
     if (n->op == OP_CAST) return n->a.cast.to;
     if (n->op == OP_EMBEDDING) return g->vals[n->in[1]].dtype;
     return g->vals[n->in[0]].dtype;
-  default:
+  case PC_MATMUL:
+  case PC_F32:
     return cd >= 0 ? (DType)cd : g->vals[n->in[0]].dtype;
   }
+  ICE("output_dtype: class %d", (int)op_info[n->op].cls);
 }
 
 void pass_precision(Graph *g) {

@@ -187,7 +187,7 @@ run_mdl() {
 # ---- tests/unit/*.c --------------------------------------------------------
 # Every object of mdlc but the driver (which holds main).
 unit_objs() {
-  for o in "$BUILD"/*.o "$BUILD"/ir/*.o "$BUILD"/frontend/*.o \
+  for o in "$BUILD"/*.o "$BUILD"/ir/*.o "$BUILD"/ops/*.o "$BUILD"/frontend/*.o \
     "$BUILD"/passes/*.o "$BUILD"/backend/*/*.o "$BUILD"/grammar/*.o; do
     [ -f "$o" ] || continue
     [ "$o" = "$BUILD/driver.o" ] && continue

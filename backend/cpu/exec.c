@@ -27,7 +27,7 @@
 #include "mdlc.h"
 #include "runtime/mdlrt_rng.h"
 
-typedef struct {
+struct Exec {
   Graph *g;
   const RunOpts *o;
   uint8_t **ptr;       /* per Buf: its storage while live, else NULL */
@@ -42,7 +42,9 @@ typedef struct {
   jmp_buf fail;        /* a failed check unwinds here (cpu_run_stats) */
   double *prof;        /* --profile: ms per (op, pass), or NULL */
   FILE *grads;         /* the first step's gradients go here, or NULL */
-} Exec;
+  void *tmp[16];       /* what a hook's cpu_saved and cpu_ints gathered */
+  int ntmp;
+};
 
 /* --profile rows: forward (recompute included) and backward of each op,
  * then the seed and the optimizer. */
@@ -53,7 +55,7 @@ enum { PROF_BWD = OP_COUNT, PROF_SEED = 2 * OP_COUNT, PROF_OPT, PROF_N };
 static _Noreturn void plan_error(Exec *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static void *xmalloc_host(size_t n) {
+void *cpu_host_alloc(size_t n) {
   void *p = malloc(n ? n : 1);
   if (!p) die_machine("out of host memory (%zu bytes)", n);
   return p;
@@ -88,8 +90,9 @@ static float load(const uint8_t *p, DType t, int64_t i) {
   case DT_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); return (float)v; }
   case DT_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); return (float)v; }
   case DT_U8: return p[i];
-  default: ICE("load: dtype %d", (int)t);
+  case DT_COUNT: break;
   }
+  ICE("load: dtype %d", (int)t);
 }
 
 static int64_t load_int(const uint8_t *p, DType t, int64_t i) {
@@ -97,8 +100,10 @@ static int64_t load_int(const uint8_t *p, DType t, int64_t i) {
   case DT_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); return v; }
   case DT_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); return v; }
   case DT_U8: return p[i];
-  default: return (int64_t)load(p, t, i);
+  case DT_F32: case DT_F16: case DT_BF16: case DT_COUNT:
+    return (int64_t)load(p, t, i);
   }
+  ICE("load_int: dtype %d", (int)t);
 }
 
 static void store(uint8_t *p, DType t, int64_t i, float v) {
@@ -109,7 +114,7 @@ static void store(uint8_t *p, DType t, int64_t i, float v) {
   case DT_I32: { int32_t x = (int32_t)v; memcpy(p + 4 * i, &x, 4); break; }
   case DT_I64: { int64_t x = (int64_t)v; memcpy(p + 8 * i, &x, 8); break; }
   case DT_U8: p[i] = (uint8_t)v; break;
-  default: ICE("store: dtype %d", (int)t);
+  case DT_COUNT: ICE("store: dtype %d", (int)t);
   }
 }
 
@@ -118,7 +123,8 @@ static void store_int(uint8_t *p, DType t, int64_t i, int64_t v) {
   case DT_I32: { int32_t x = (int32_t)v; memcpy(p + 4 * i, &x, 4); break; }
   case DT_I64: memcpy(p + 8 * i, &v, 8); break;
   case DT_U8: p[i] = (uint8_t)v; break;
-  default: store(p, t, i, (float)v);
+  case DT_F32: case DT_F16: case DT_BF16: case DT_COUNT:
+    store(p, t, i, (float)v);
   }
 }
 
@@ -185,7 +191,7 @@ static int64_t at(const Opnd *o, int64_t j) {
 static float *gather(Exec *e, Ref r) {
   if (r.buf < 0) return NULL;
   Opnd o = opnd(e, r);
-  float *x = xmalloc_host((size_t)o.numel * sizeof *x);
+  float *x = cpu_host_alloc((size_t)o.numel * sizeof *x);
   for (int64_t j = 0; j < o.numel; j++) x[j] = load(o.p, o.t, at(&o, j));
   return x;
 }
@@ -193,7 +199,7 @@ static float *gather(Exec *e, Ref r) {
 static int64_t *gather_int(Exec *e, Ref r) {
   if (r.buf < 0) return NULL;
   Opnd o = opnd(e, r);
-  int64_t *x = xmalloc_host((size_t)o.numel * sizeof *x);
+  int64_t *x = cpu_host_alloc((size_t)o.numel * sizeof *x);
   for (int64_t j = 0; j < o.numel; j++) x[j] = load_int(o.p, o.t, at(&o, j));
   return x;
 }
@@ -219,390 +225,111 @@ static float *fzero(int64_t n) {
   return p;
 }
 
-/* ---- forward ------------------------------------------------------------ */
+/* ---- what the hooks use (mdlc.h, "backend/cpu/exec.c") ------------------ */
 
-static CpuNorm norm_geom(const Node *n, const Shape *s) {
-  CpuNorm p = {.eps = (float)n->a.norm.eps, .groups = 1};
-  int64_t total = 1;
-  for (int d = 0; d < s->rank; d++) total *= s->dim[d];
-  if (n->op == OP_LAYERNORM) {
-    p.kind = CPU_NORM_GROUP;
-    p.c = s->rank ? s->dim[s->rank - 1] : 1;
-    p.n = total / (p.c ? p.c : 1);
-    p.s = 1;
-    return p;
-  }
-  p.kind = n->op == OP_BATCHNORM ? CPU_NORM_BATCH : CPU_NORM_GROUP;
-  p.n = s->dim[0];
-  p.c = s->rank > 1 ? s->dim[1] : 1;
-  p.s = p.n * p.c > 0 ? total / (p.n * p.c) : 1;
-  if (n->op == OP_INSTANCENORM) p.groups = p.c;
-  if (n->op == OP_GROUPNORM) p.groups = n->a.norm.groups;
-  return p;
-}
-
-static CpuConv conv_geom(const Graph *g, const Node *n) {
-  const Shape *x = &g->vals[n->in[0]].shape, *w = &g->vals[n->in[1]].shape;
-  CpuConv p = {.n = x->dim[0], .c = x->dim[1], .h = x->dim[2], .w = x->dim[3],
-               .o = w->dim[0], .k = n->a.conv.kernel,
-               .stride = n->a.conv.stride, .pad = n->a.conv.pad,
-               .dil = n->a.conv.dilation, .groups = n->a.conv.groups};
-  cpu_conv_out(&p);
-  return p;
-}
-
-static CpuPool pool_geom(const Graph *g, const Node *n) {
-  const Shape *x = &g->vals[n->in[0]].shape;
-  CpuPool p = {.nc = x->dim[0] * x->dim[1], .h = x->dim[2], .w = x->dim[3],
-               .k = n->a.pool.kernel, .stride = n->a.pool.stride,
-               .pad = n->a.pool.pad};
-  cpu_pool_out(&p);
-  return p;
-}
-
-static int64_t last_dim(const Shape *s) {
+int64_t cpu_last_dim(const Shape *s) {
   return s->rank ? s->dim[s->rank - 1] : 1;
 }
 
-static _Noreturn void data_error(Exec *e, const Node *n,
-                                 const char *what, int64_t bad,
-                                 int64_t limit) {
-  fprintf(stderr, "mdlc: error: %s: %s %lld is outside [0, %lld) at step %llu\n",
-          n->name, what, (long long)bad, (long long)limit,
-          (unsigned long long)e->step + 1);
-  longjmp(e->fail, 3);
+static void *keep_tmp(Exec *e, void *p) {
+  ASSERT(e->ntmp < (int)(sizeof e->tmp / sizeof e->tmp[0]));
+  return e->tmp[e->ntmp++] = p;
 }
+
+float *cpu_saved(CpuOp *c, int k, const char *what) {
+  Exec *e = c->e;
+  if (c->in->in[k].buf < 0)
+    plan_error(e, "backward of '%s' needs %s, which was neither saved nor "
+               "resident", node_name(e->g, c->in), what);
+  return keep_tmp(e, gather(e, c->in->in[k]));
+}
+
+int64_t *cpu_ints(CpuOp *c, int k, bool bwd, const char *what) {
+  if (bwd) {
+    Exec *e = c->e;
+    if (c->in->in[k].buf < 0)
+      plan_error(e, "backward of '%s' needs %s, which was neither saved nor "
+                 "resident", node_name(e->g, c->in), what);
+  }
+  return keep_tmp(c->e, gather_int(c->e, c->in->in[k]));
+}
+
+void cpu_write_input(CpuOp *c, int k, const float *src) {
+  scatter(c->e, c->in->in[k], src, false);
+}
+
+_Noreturn void cpu_data_error(CpuOp *c, const char *what, int64_t bad,
+                              int64_t limit) {
+  fprintf(stderr, "mdlc: error: %s: %s %lld is outside [0, %lld) at step %llu\n",
+          c->n->name, what, (long long)bad, (long long)limit,
+          (unsigned long long)c->step + 1);
+  longjmp(c->e->fail, 3);
+}
+
+static CpuOp cpu_op(Exec *e, const Instr *in) {
+  const Graph *g = e->g;
+  CpuOp c = {.e = e, .g = g, .n = &g->nodes[in->node], .in = in,
+             .node = in->node, .seed = e->o->seed, .step = e->step,
+             .train = !g->cfg.infer, .first = in->kind == IK_FWD};
+  return c;
+}
+
+static void free_tmp(Exec *e) {
+  for (int i = 0; i < e->ntmp; i++) free(e->tmp[i]);
+  e->ntmp = 0;
+}
+
+/* ---- forward ------------------------------------------------------------ */
 
 static void run_forward(Exec *e, const Instr *in) {
   Graph *g = e->g;
   const Node *n = &g->nodes[in->node];
-  float *x[8] = {0}, *y[8] = {0};
+  CpuOp c = cpu_op(e, in);
   ASSERT(n->nin <= 8 && n->nout <= 8);
   for (int k = 0; k < n->nin; k++) {
     DType t = g->vals[n->in[k]].dtype;
-    if (dtype_is_float(t) || t == DT_U8) x[k] = gather(e, in->in[k]);
+    if (dtype_is_float(t) || t == DT_U8) c.x[k] = gather(e, in->in[k]);
   }
-  for (int o = 0; o < n->nout; o++) y[o] = fzero(numel_v(g, n->out[o]));
-  const Shape *s0 = &g->vals[n->in[0]].shape, *sy = &g->vals[n->out[0]].shape;
-  int64_t nx = numel_v(g, n->in[0]);
-  bool train = !g->cfg.infer;
-
-  switch (n->op) {
-  case OP_LINEAR: {
-    int64_t k = last_dim(s0), m = nx / (k ? k : 1);
-    cpu_linear_fwd(x[0], x[1], n->nin > 2 ? x[2] : NULL, y[0], m, k,
-                   last_dim(sy));
-    break;
-  }
-  case OP_MATMUL:
-    cpu_matmul_fwd(s0, x[0], n->a.matmul.ta, &g->vals[n->in[1]].shape, x[1],
-                   n->a.matmul.tb, sy, y[0]);
-    break;
-  case OP_CONV2D: {
-    CpuConv p = conv_geom(g, n);
-    cpu_conv2d_fwd(&p, x[0], x[1], n->nin > 2 ? x[2] : NULL, y[0]);
-    break;
-  }
-  case OP_MAXPOOL2D: {
-    CpuPool p = pool_geom(g, n);
-    cpu_maxpool_fwd(&p, x[0], y[0]);
-    break;
-  }
-  case OP_AVGPOOL2D: {
-    CpuPool p = pool_geom(g, n);
-    cpu_avgpool_fwd(&p, x[0], y[0]);
-    break;
-  }
-  case OP_GLOBAL_AVGPOOL:
-    cpu_gap_fwd(x[0], y[0], s0->dim[0] * s0->dim[1], s0->dim[2] * s0->dim[3]);
-    break;
-  case OP_BATCHNORM:
-  case OP_LAYERNORM:
-  case OP_INSTANCENORM:
-  case OP_GROUPNORM: {
-    CpuNorm p = norm_geom(n, s0);
-    bool bn = n->op == OP_BATCHNORM;
-    bool affine = n->nin >= 3;
-    /* running statistics: updated by the first forward only, never by a
-     * recomputation (docs/ops.md) */
-    bool update = bn && train && in->kind == IK_FWD;
-    cpu_norm_fwd(&p, x[0], affine ? x[1] : NULL, affine ? x[2] : NULL, y[0],
-                 n->nout > 1 ? y[1] : NULL, n->nout > 2 ? y[2] : NULL,
-                 bn ? x[3] : NULL, bn ? x[4] : NULL, bn && !train);
-    if (update) {
-      scatter(e, in->in[3], x[3], false);
-      scatter(e, in->in[4], x[4], false);
-    }
-    break;
-  }
-  case OP_RELU:
-  case OP_GELU:
-  case OP_SILU:
-  case OP_TANH:
-  case OP_SIGMOID:
-    cpu_act_fwd(n->op, x[0], y[0], nx);
-    break;
-  case OP_DROPOUT: {
-    uint8_t *mask = xmalloc_host((size_t)(nx ? nx : 1));
-    cpu_dropout_mask(e->o->seed, in->node, e->step, n->a.dropout.p, mask, nx);
-    cpu_dropout_apply(x[0], mask, n->a.dropout.p, y[0], nx);
-    if (n->nout > 1)
-      for (int64_t i = 0; i < nx; i++) y[1][i] = mask[i];
-    free(mask);
-    break;
-  }
-  case OP_ADD:
-  case OP_MUL:
-    cpu_binary_fwd(n->op, s0, x[0], &g->vals[n->in[1]].shape, x[1], sy, y[0]);
-    break;
-  case OP_SCALE: {
-    float c = (float)n->a.scale.c;
-    for (int64_t i = 0; i < nx; i++) y[0][i] = x[0][i] * c;
-    break;
-  }
-  case OP_SOFTMAX: {
-    int64_t cols = last_dim(s0);
-    int64_t srows = s0->rank >= 2 ? s0->dim[s0->rank - 2] : 1;
-    cpu_softmax_fwd(x[0], y[0], nx / (cols ? cols : 1), cols,
-                    n->a.softmax.causal, srows);
-    break;
-  }
-  case OP_EMBEDDING: {
-    int64_t *ids = gather_int(e, in->in[0]);
-    int64_t vocab = g->vals[n->in[1]].shape.dim[0];
-    int64_t dim = g->vals[n->in[1]].shape.dim[1];
-    int64_t bad = cpu_embedding_fwd(ids, nx, x[1], vocab, dim, y[0]);
-    if (bad >= 0) data_error(e, n, "token id", ids[bad], vocab);
-    free(ids);
-    break;
-  }
-  case OP_TRANSPOSE:
-    cpu_transpose(s0, n->a.transpose.a, n->a.transpose.b, x[0], y[0]);
-    break;
-  case OP_CONCAT: {
-    Shape parts[8];
-    for (int k = 0; k < n->nin; k++) parts[k] = g->vals[n->in[k]].shape;
-    cpu_concat(n->nin, parts, (const float *const *)x, n->a.concat.axis,
-               y[0]);
-    break;
-  }
-  case OP_SPLIT: {  /* views: only runs if the plan gave it buffers */
-    Shape parts[8];
-    for (int o = 0; o < n->nreal; o++) parts[o] = g->vals[n->out[o]].shape;
-    cpu_unconcat(n->nreal, parts, x[0], n->a.split.axis, y);
-    break;
-  }
-  case OP_RESHAPE:
-  case OP_CAST:
-    memcpy(y[0], x[0], (size_t)nx * sizeof *x[0]);  /* rounds on store */
-    break;
-  case OP_CROSS_ENTROPY: {
-    int64_t *t = gather_int(e, in->in[1]);
-    int64_t c = last_dim(s0), rows = nx / (c ? c : 1);
-    int64_t bad = cpu_xent_fwd(x[0], t, rows, c, n->nout > 1 ? y[1] : NULL,
-                               y[0]);
-    if (bad >= 0) data_error(e, n, "target", t[bad], c);
-    free(t);
-    break;
-  }
-  case OP_MSE:
-    cpu_mse_fwd(x[0], x[1], nx, y[0]);
-    break;
-  case OP_COUNT: ICE("OP_COUNT");
-  }
+  for (int o = 0; o < n->nout; o++) c.y[o] = fzero(numel_v(g, n->out[o]));
+  op_def[n->op]->cpu_fwd(&c);
+  free_tmp(e);
   for (int o = 0; o < n->nout; o++) {
-    scatter(e, in->out[o], y[o], false);
-    free(y[o]);
+    scatter(e, in->out[o], c.y[o], false);
+    free(c.y[o]);
   }
-  for (int k = 0; k < n->nin; k++) free(x[k]);
+  for (int k = 0; k < n->nin; k++) free(c.x[k]);
 }
 
 /* ---- backward ----------------------------------------------------------- */
-
-/* Operand k of a backward instruction that the kernel needs. */
-static float *need(Exec *e, const Instr *in, int k, const char *what) {
-  if (in->in[k].buf < 0)
-    plan_error(e, "backward of '%s' needs %s, which was neither saved nor "
-               "resident", node_name(e->g, in), what);
-  return gather(e, in->in[k]);
-}
 
 static void run_backward(Exec *e, const Instr *in) {
   Graph *g = e->g;
   const Node *n = &g->nodes[in->node];
   int ni = n->nin, no = n->nout;
   ASSERT(in->nin == ni + no + n->nreal && in->nout == ni && ni <= 8);
+  CpuOp c = cpu_op(e, in);
   /* dy of each real output (zeros where none arrived) */
-  float *dy[8] = {0};
   for (int o = 0; o < n->nreal; o++) {
     Ref r = in->in[ni + no + o];
-    dy[o] = r.buf >= 0 ? gather(e, r) : fzero(numel_v(g, n->out[o]));
+    c.dy[o] = r.buf >= 0 ? gather(e, r) : fzero(numel_v(g, n->out[o]));
   }
   /* which input gradients to compute: wanted, and not handed off (an
    * overwrite of dy's own buffer; `x + x` also adds into it) */
-  float *dx[8] = {0};
   for (int k = 0; k < ni; k++) {
     Ref r = in->out[k];
     if (r.buf < 0) continue;
     bool handed = false;
     for (int o = 0; o < n->nreal; o++)
       handed |= in->in[ni + no + o].buf == r.buf && !in->accum[k];
-    if (!handed) dx[k] = fzero(numel_v(g, n->in[k]));
+    if (!handed) c.dx[k] = fzero(numel_v(g, n->in[k]));
   }
-  const Shape *s0 = &g->vals[n->in[0]].shape, *sy = &g->vals[n->out[0]].shape;
-  int64_t nx = numel_v(g, n->in[0]);
-  float *a = NULL, *b = NULL, *c = NULL, *d = NULL;
-
-  switch (n->op) {
-  case OP_LINEAR: {
-    int64_t k = last_dim(s0), m = nx / (k ? k : 1);
-    if (dx[1]) a = need(e, in, 0, "the input x");
-    if (dx[0]) b = need(e, in, 1, "the weight");
-    cpu_linear_bwd(a, b, dy[0], dx[0], dx[1], ni > 2 ? dx[2] : NULL, m, k,
-                   last_dim(sy));
-    break;
-  }
-  case OP_MATMUL:
-    a = need(e, in, 0, "operand a");
-    b = need(e, in, 1, "operand b");
-    cpu_matmul_bwd(s0, a, n->a.matmul.ta, &g->vals[n->in[1]].shape, b,
-                   n->a.matmul.tb, sy, dy[0], dx[0], dx[1]);
-    break;
-  case OP_CONV2D: {
-    CpuConv p = conv_geom(g, n);
-    a = need(e, in, 0, "the input x");
-    b = need(e, in, 1, "the weight");
-    cpu_conv2d_bwd(&p, a, b, dy[0], dx[0], dx[1], ni > 2 ? dx[2] : NULL);
-    break;
-  }
-  case OP_MAXPOOL2D: {
-    CpuPool p = pool_geom(g, n);
-    a = need(e, in, 0, "the input");
-    b = need(e, in, ni, "the output");
-    if (dx[0]) cpu_maxpool_bwd(&p, a, b, dy[0], dx[0]);
-    break;
-  }
-  case OP_AVGPOOL2D: {
-    CpuPool p = pool_geom(g, n);
-    if (dx[0]) cpu_avgpool_bwd(&p, dy[0], dx[0]);
-    break;
-  }
-  case OP_GLOBAL_AVGPOOL:
-    if (dx[0])
-      cpu_gap_bwd(dy[0], dx[0], s0->dim[0] * s0->dim[1],
-                  s0->dim[2] * s0->dim[3]);
-    break;
-  case OP_BATCHNORM:
-  case OP_LAYERNORM:
-  case OP_INSTANCENORM:
-  case OP_GROUPNORM: {
-    CpuNorm p = norm_geom(n, s0);
-    bool affine = ni >= 3;
-    a = need(e, in, 0, "the input");
-    if (affine) b = need(e, in, 1, "the weight");
-    c = need(e, in, ni + 1, "the mean");
-    d = need(e, in, ni + 2, "the inverse std");
-    cpu_norm_bwd(&p, a, b, c, d, dy[0], dx[0], affine ? dx[1] : NULL,
-                 affine ? dx[2] : NULL);
-    break;
-  }
-  case OP_RELU:
-  case OP_TANH:
-  case OP_SIGMOID:
-    a = need(e, in, ni, "the output");
-    if (dx[0]) cpu_act_bwd(n->op, NULL, a, dy[0], dx[0], nx);
-    break;
-  case OP_GELU:
-  case OP_SILU:
-    a = need(e, in, 0, "the input");
-    if (dx[0]) cpu_act_bwd(n->op, a, NULL, dy[0], dx[0], nx);
-    break;
-  case OP_DROPOUT: {
-    a = need(e, in, ni + 1, "the mask");
-    uint8_t *mask = xmalloc_host((size_t)(nx ? nx : 1));
-    for (int64_t i = 0; i < nx; i++) mask[i] = a[i] != 0;
-    if (dx[0]) cpu_dropout_apply(dy[0], mask, n->a.dropout.p, dx[0], nx);
-    free(mask);
-    break;
-  }
-  case OP_ADD:
-  case OP_MUL: {
-    const Shape *s1 = &g->vals[n->in[1]].shape;
-    if (n->op == OP_MUL) {
-      if (dx[1]) a = need(e, in, 0, "operand a");
-      if (dx[0]) b = need(e, in, 1, "operand b");
-    }
-    cpu_binary_bwd(n->op, s0, a, s1, b, sy, dy[0], dx[0], dx[1]);
-    break;
-  }
-  case OP_SCALE: {
-    float k = (float)n->a.scale.c;
-    if (dx[0])
-      for (int64_t i = 0; i < nx; i++) dx[0][i] = dy[0][i] * k;
-    break;
-  }
-  case OP_SOFTMAX: {
-    int64_t cols = last_dim(s0);
-    a = need(e, in, ni, "the output");
-    if (dx[0]) cpu_softmax_bwd(a, dy[0], dx[0], nx / (cols ? cols : 1), cols);
-    break;
-  }
-  case OP_EMBEDDING: {
-    int64_t *ids = NULL;
-    if (in->in[0].buf < 0) need(e, in, 0, "the ids");
-    ids = gather_int(e, in->in[0]);
-    const Shape *w = &g->vals[n->in[1]].shape;
-    if (dx[1]) cpu_embedding_bwd(ids, nx, dy[0], w->dim[0], w->dim[1], dx[1]);
-    free(ids);
-    break;
-  }
-  case OP_TRANSPOSE:
-    if (dx[0]) cpu_transpose(sy, n->a.transpose.a, n->a.transpose.b, dy[0],
-                             dx[0]);
-    break;
-  case OP_CONCAT: {
-    Shape parts[8];
-    for (int k = 0; k < ni; k++) parts[k] = g->vals[n->in[k]].shape;
-    cpu_unconcat(ni, parts, dy[0], n->a.concat.axis, dx);
-    break;
-  }
-  case OP_SPLIT: {
-    Shape parts[8];
-    for (int o = 0; o < n->nreal; o++) parts[o] = g->vals[n->out[o]].shape;
-    if (dx[0])
-      cpu_concat(n->nreal, parts, (const float *const *)dy, n->a.split.axis,
-                 dx[0]);
-    break;
-  }
-  case OP_RESHAPE:
-  case OP_CAST:
-    if (dx[0]) memcpy(dx[0], dy[0], (size_t)nx * sizeof *dx[0]);
-    break;
-  case OP_CROSS_ENTROPY: {
-    a = need(e, in, ni + 1, "the log-probabilities");
-    if (in->in[1].buf < 0) need(e, in, 1, "the targets");
-    int64_t *t = gather_int(e, in->in[1]);
-    int64_t cc = last_dim(s0);
-    if (dx[0]) cpu_xent_bwd(a, t, nx / (cc ? cc : 1), cc, dy[0][0], dx[0]);
-    free(t);
-    break;
-  }
-  case OP_MSE:
-    a = need(e, in, 0, "operand a");
-    b = need(e, in, 1, "operand b");
-    cpu_mse_bwd(a, b, nx, dy[0][0], dx[0], dx[1]);
-    break;
-  case OP_COUNT: ICE("OP_COUNT");
-  }
+  op_def[n->op]->cpu_bwd(&c);
+  free_tmp(e);
   for (int k = 0; k < ni; k++) {
-    if (dx[k]) scatter(e, in->out[k], dx[k], in->accum[k]);
-    free(dx[k]);
+    if (c.dx[k]) scatter(e, in->out[k], c.dx[k], in->accum[k]);
+    free(c.dx[k]);
   }
-  for (int o = 0; o < n->nreal; o++) free(dy[o]);
-  free(a);
-  free(b);
-  free(c);
-  free(d);
+  for (int o = 0; o < n->nreal; o++) free(c.dy[o]);
 }
 
 /* One buffer in the `-o` format: "NAME DTYPE NUMEL", then its bytes in
@@ -724,7 +451,7 @@ static void alloc_buf(Exec *e, int b) {
                "bytes", x->name, (long long)x->offset, (long long)x->bytes,
                (long long)g->arena_bytes);
   e->ptr[b] = e->arena ? e->arena + x->offset
-                       : xmalloc_host((size_t)x->bytes);
+                       : cpu_host_alloc((size_t)x->bytes);
   e->live[b] = true;
   e->live_bytes += x->bytes;
   if (x->zero_init) memset(e->ptr[b], 0, (size_t)x->bytes);
@@ -774,8 +501,9 @@ static int prof_row(const Graph *g, const Instr *in) {
   case IK_RECOMPUTE: return (int)g->nodes[in->node].op;
   case IK_BWD: return PROF_BWD + (int)g->nodes[in->node].op;
   case IK_SEED: return PROF_SEED;
-  default: return PROF_OPT;
+  case IK_OPT: case IK_REDUCE: case IK_COUNT: break;
   }
+  return PROF_OPT;
 }
 
 static void print_profile(const Exec *e, int steps) {
@@ -923,7 +651,7 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
   const char *brk = getenv("MDLC_BREAK_PLAN");
   if (brk && strcmp(brk, "1") == 0) break_plan(g);
   if (o->arena) {
-    e->arena = xmalloc_host((size_t)g->arena_bytes);
+    e->arena = cpu_host_alloc((size_t)g->arena_bytes);
     memset(e->arena, 0xA5, (size_t)g->arena_bytes);
   }
   graph_init_plan(g, kind, fan, limit);

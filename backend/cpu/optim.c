@@ -41,6 +41,6 @@ void cpu_optim_step(const CpuOptim *o, float *p, const float *g, float *s0,
     }
     break;
   }
-  default: ICE("cpu_optim_step: optimizer %d", (int)o->kind);
+  case OPTIM_COUNT: ICE("cpu_optim_step: optimizer %d", (int)o->kind);
   }
 }

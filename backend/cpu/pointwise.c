@@ -11,45 +11,53 @@
 
 #define SQRT1_2 0.70710678118654752440 /* 1/sqrt(2) */
 
-void cpu_act_fwd(Op op, const float *x, float *y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    double v = x[i], r;
-    switch (op) {
-    case OP_RELU: r = v > 0 ? v : 0; break;
-    case OP_GELU: r = 0.5 * v * (1.0 + erf(v * SQRT1_2)); break;
-    case OP_SILU: r = v / (1.0 + exp(-v)); break;
-    case OP_TANH: r = tanh(v); break;
-    case OP_SIGMOID: r = 1.0 / (1.0 + exp(-v)); break;
-    default: ICE("cpu_act_fwd: not an activation: %d", (int)op);
-    }
-    y[i] = (float)r;
-  }
+static double relu_f(double x) { return x > 0 ? x : 0; }
+static double relu_b(double g, double y) { return y > 0 ? g : 0; }
+const CpuAct cpu_relu = {relu_f, relu_b};
+
+static double gelu_f(double v) { return 0.5 * v * (1.0 + erf(v * SQRT1_2)); }
+static double gelu_b(double g, double v) {
+  double cdf = 0.5 * (1.0 + erf(v * SQRT1_2));
+  double pdf = exp(-0.5 * v * v) * 0.3989422804014327; /* 1/sqrt(2pi) */
+  return g * (cdf + v * pdf);
+}
+const CpuAct cpu_gelu = {gelu_f, gelu_b};
+
+static double silu_f(double v) { return v / (1.0 + exp(-v)); }
+static double silu_b(double g, double v) {
+  double s = 1.0 / (1.0 + exp(-v));
+  return g * s * (1.0 + v * (1.0 - s));
+}
+const CpuAct cpu_silu = {silu_f, silu_b};
+
+static double tanh_f(double v) { return tanh(v); }
+static double tanh_b(double g, double y) { return g * (1.0 - y * y); }
+const CpuAct cpu_tanh = {tanh_f, tanh_b};
+
+static double sigmoid_f(double v) { return 1.0 / (1.0 + exp(-v)); }
+static double sigmoid_b(double g, double y) { return g * y * (1.0 - y); }
+const CpuAct cpu_sigmoid = {sigmoid_f, sigmoid_b};
+
+static double exp_f(double v) { return exp(v); }
+static double exp_b(double g, double y) { return g * y; }
+const CpuAct cpu_exp = {exp_f, exp_b};
+
+/* PyTorch's softplus (beta 1, threshold 20): linear above the threshold. */
+static double softplus_f(double v) { return v > 20 ? v : log1p(exp(v)); }
+static double softplus_b(double g, double v) {
+  if (v > 20) return g;
+  double z = exp(v);
+  return g * z / (z + 1);
+}
+const CpuAct cpu_softplus = {softplus_f, softplus_b};
+
+void cpu_act_fwd(const CpuAct *a, const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = (float)a->fwd(x[i]);
 }
 
-void cpu_act_bwd(Op op, const float *x, const float *y, const float *dy,
-                 float *dx, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    double g = dy[i], r;
-    switch (op) {
-    case OP_RELU: r = y[i] > 0 ? g : 0; break;
-    case OP_GELU: {
-      double v = x[i];
-      double cdf = 0.5 * (1.0 + erf(v * SQRT1_2));
-      double pdf = exp(-0.5 * v * v) * 0.3989422804014327; /* 1/sqrt(2pi) */
-      r = g * (cdf + v * pdf);
-      break;
-    }
-    case OP_SILU: {
-      double v = x[i], s = 1.0 / (1.0 + exp(-v));
-      r = g * s * (1.0 + v * (1.0 - s));
-      break;
-    }
-    case OP_TANH: r = g * (1.0 - (double)y[i] * y[i]); break;
-    case OP_SIGMOID: r = g * y[i] * (1.0 - y[i]); break;
-    default: ICE("cpu_act_bwd: not an activation: %d", (int)op);
-    }
-    dx[i] = (float)r;
-  }
+void cpu_act_bwd(const CpuAct *a, const float *s, const float *dy, float *dx,
+                 int64_t n) {
+  for (int64_t i = 0; i < n; i++) dx[i] = (float)a->bwd(dy[i], s[i]);
 }
 
 /* ---- dropout ---------------------------------------------------------- */

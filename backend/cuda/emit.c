@@ -19,20 +19,24 @@
 #include <math.h>
 #include <string.h>
 
-typedef struct {
+struct Emit {
   const Graph *g;
   const RunOpts *o;
   StrBuf body;       /* setup() and step(), emitted before the geometry */
+  StrBuf globals;    /* file-scope declarations of the hooks (conv plans) */
   StrBuf geo;        /* the geometry table */
   const char **geo_names; int ngeo, capgeo;  /* names defined so far */
   int errors;        /* unsupported constructs met */
-} Emit;
+};
 
 #define P(...) sb_printf(&E->body, __VA_ARGS__)
 
+/* The runtime's dtype codes (ir/ops.c asserts that they are DType's). */
 static const char *const mdlrt_dt[DT_COUNT] = {
-    "MDLRT_F32", "MDLRT_F16", "MDLRT_BF16", "MDLRT_I32", "MDLRT_I64",
-    "MDLRT_U8"};
+    [DT_F32] = "MDLRT_F32", [DT_F16] = "MDLRT_F16", [DT_BF16] = "MDLRT_BF16",
+    [DT_I32] = "MDLRT_I32", [DT_I64] = "MDLRT_I64", [DT_U8] = "MDLRT_U8"};
+
+const char *emit_dtype(DType t) { return mdlrt_dt[t]; }
 
 /* A C string literal's contents. */
 static const char *cstr(const char *s) {
@@ -47,7 +51,7 @@ static const char *cstr(const char *s) {
 }
 
 /* "file.mdl:5:7", or "no location". */
-static const char *loc_str(Loc l) {
+const char *emit_loc(Loc l) {
   if (l.file < 0) return "no location";
   int line, col;
   src_linecol(l.file, l.begin, &line, &col);
@@ -63,12 +67,7 @@ static const char *val_desc(const Graph *g, int v) {
 
 /* ---- geometry ------------------------------------------------------------ */
 
-typedef struct {
-  int rank;
-  int64_t dim[MAX_RANK], st[MAX_RANK], off;
-} Geom;
-
-static Geom value_geom(const Graph *g, int v) {
+Geom emit_geom(const Graph *g, int v) {
   const Value *x = &g->vals[v];
   Geom m = {.rank = x->shape.rank, .off = x->view_offset};
   bool set = false;
@@ -112,7 +111,7 @@ static const char *geom_def(Emit *E, const char *name, DType dt,
 /* The geometry of value v stored as dtype dt: "v17", or "v17_bf16". */
 static const char *geom_of(Emit *E, int v, DType dt) {
   const Graph *g = E->g;
-  Geom m = value_geom(g, v);
+  Geom m = emit_geom(g, v);
   const char *name = dt == g->vals[v].dtype
                          ? xsprintf("v%d", v)
                          : xsprintf("v%d_%s", v, dtype_name(dt));
@@ -148,155 +147,69 @@ static void unsupported(Emit *E, Loc loc, const char *what) {
 /* Operands that our row-wise kernels read as contiguous. */
 static void need_contig(Emit *E, const Node *n, Ref r) {
   if (r.buf < 0 || r.value < 0) return;
-  Geom m = value_geom(E->g, r.value);
+  Geom m = emit_geom(E->g, r.value);
   if (!geom_contig(&m))
     unsupported(E, n->loc,
                 xsprintf("a strided view as an operand of %s",
                          op_info[n->op].name));
 }
 
-static int64_t numel_of(const Graph *g, int v) {
-  return shape_numel_ok(&g->vals[v].shape);
+/* ---- what the hooks use (mdlc.h, "backend/cuda/emit.c") ------------------- */
+
+void emit_printf(EmitOp *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  sb_vprintf(&c->E->body, fmt, ap);
+  va_end(ap);
 }
 
-static int64_t last_dim(const Shape *s) {
-  return s->rank ? s->dim[s->rank - 1] : 1;
+void emit_global(EmitOp *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  sb_vprintf(&c->E->globals, fmt, ap);
+  va_end(ap);
 }
 
-/* ---- parameter initialisation (docs/ops.md, as backend/cpu/exec.c does) --------- */
+const char *emit_ref(EmitOp *c, Ref r) { return ref(c->E, r); }
 
+const char *emit_ref_geom(EmitOp *c, Ref r, const char *suffix,
+                          const Geom *m, const char *what) {
+  return ref_geom(c->E, r, suffix, m, what);
+}
+
+void emit_unsupported(EmitOp *c, const char *what) {
+  unsupported(c->E, c->n->loc, what);
+}
+
+void emit_need_contig(EmitOp *c, Ref r) { need_contig(c->E, c->n, r); }
+
+bool emit_none(const char *r) { return strcmp(r, "NONE") == 0; }
 
 /* ---- one instruction ------------------------------------------------------ */
 
-/* The forward call of node n (IK_FWD and IK_RECOMPUTE). */
+static EmitOp emit_op(Emit *E, int ni, const Instr *in) {
+  EmitOp c = {.E = E, .g = E->g, .n = &E->g->nodes[ni], .node = ni,
+              .in = in, .DY = "NONE"};
+  for (int k = 0; k < 8; k++) c.X[k] = c.Y[k] = c.DX[k] = "NONE";
+  for (int k = 0; k < 16; k++) c.I[k] = "NONE";
+  return c;
+}
+
+/* The forward call of node n (IK_FWD and IK_RECOMPUTE). Operands are
+ * named in a fixed order, so the geometry table reads the same every
+ * time: input 0, output 0, inputs 1 and 2, outputs 1 and 2, the rest. */
 static void emit_fwd(Emit *E, int ni, const Instr *in) {
-  const Graph *g = E->g;
-  const Node *n = &g->nodes[ni];
-  const char *X = in->nin > 0 ? ref(E, in->in[0]) : "NONE";
-  const char *Y = in->nout > 0 ? ref(E, in->out[0]) : "NONE";
-  const char *I1 = in->nin > 1 ? ref(E, in->in[1]) : "NONE";
-  const char *I2 = in->nin > 2 ? ref(E, in->in[2]) : "NONE";
-  const char *O1 = in->nout > 1 ? ref(E, in->out[1]) : "NONE";
-  const char *O2 = in->nout > 2 ? ref(E, in->out[2]) : "NONE";
-  const Shape *xs = in->nin > 0 ? &g->vals[n->in[0]].shape : NULL;
-  const Shape *ys = &g->vals[n->out[0]].shape;
-  switch (n->op) {
-  case OP_LINEAR: {
-    need_contig(E, n, in->in[0]);
-    int64_t K = last_dim(xs), N = n->a.linear.out;
-    P("  mdlrt_linear_fwd(%s, %s, %s, %s, %lld, %lld, %lld);\n", Y, X, I1, I2,
-      (long long)(numel_of(g, n->in[0]) / K), (long long)K, (long long)N);
-    break;
+  EmitOp c = emit_op(E, ni, in);
+  static const int order[][2] = {{0, 0}, {1, 0}, {0, 1}, {0, 2}, {1, 1},
+                                 {1, 2}};
+  for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+    int out = order[i][0], k = order[i][1];
+    if (out && k < in->nout) c.Y[k] = ref(E, in->out[k]);
+    if (!out && k < in->nin) c.X[k] = ref(E, in->in[k]);
   }
-  case OP_MATMUL: {
-    const Shape *bs = &g->vals[n->in[1]].shape;
-    need_contig(E, n, in->in[0]), need_contig(E, n, in->in[1]);
-    bool ta = n->a.matmul.ta, tb = n->a.matmul.tb;
-    int64_t m = ys->dim[ys->rank - 2], nn = ys->dim[ys->rank - 1];
-    int64_t k = ta ? xs->dim[xs->rank - 2] : xs->dim[xs->rank - 1];
-    int64_t batch = shape_numel_ok(ys) / (m * nn);
-    int64_t na = shape_numel_ok(xs), nb = shape_numel_ok(bs);
-    int64_t sa = na == m * k ? 0 : m * k, sb = nb == k * nn ? 0 : k * nn;
-    if ((sa && na != batch * m * k) || (sb && nb != batch * k * nn))
-      unsupported(E, n->loc, "matmul with partly broadcast batch dims");
-    P("  mdlrt_matmul_fwd(%s, %s, %s, %d, %d, %lld, %lld, %lld, %lld, %lld, "
-      "%lld);\n", Y, X, I1, ta, tb, (long long)batch, (long long)m,
-      (long long)k, (long long)nn, (long long)sa, (long long)sb);
-    break;
-  }
-  case OP_CONV2D:
-    P("  mdlrt_conv_fwd(conv_%d, %s, %s, %s, %s);\n", ni, Y, X, I1, I2);
-    break;
-  case OP_MAXPOOL2D:
-  case OP_AVGPOOL2D:
-    P("  mdlrt_pool_fwd(%d, %s, %s, %lld, %lld, %lld);\n",
-      n->op == OP_AVGPOOL2D, Y, X, (long long)n->a.pool.kernel,
-      (long long)n->a.pool.stride, (long long)n->a.pool.pad);
-    break;
-  case OP_GLOBAL_AVGPOOL:
-    P("  mdlrt_global_avgpool_fwd(%s, %s);\n", Y, X);
-    break;
-  case OP_BATCHNORM:
-    P("  mdlrt_batchnorm_fwd(%s, %s, %s, %s, %s, %s, %s, %s, %.17g, %d);\n", Y,
-      O1, O2, X, I1, I2, ref(E, in->in[3]), ref(E, in->in[4]),
-      n->a.norm.eps, !g->cfg.infer);
-    break;
-  case OP_LAYERNORM:
-    need_contig(E, n, in->in[0]);
-    P("  mdlrt_layernorm_fwd(%s, %s, %s, %s, %s, %s, %.17g);\n", Y, O1, O2, X,
-      I1, I2, n->a.norm.eps);
-    break;
-  case OP_INSTANCENORM:
-  case OP_GROUPNORM:
-    need_contig(E, n, in->in[0]);
-    P("  mdlrt_groupnorm_fwd(%s, %s, %s, %s, %s, %s, %lld, %.17g);\n", Y, O1,
-      O2, X, I1, I2,
-      (long long)(n->op == OP_INSTANCENORM ? xs->dim[1] : n->a.norm.groups),
-      n->a.norm.eps);
-    break;
-  case OP_RELU: P("  mdlrt_unary_fwd(MDLRT_RELU, %s, %s, 0);\n", Y, X); break;
-  case OP_GELU: P("  mdlrt_unary_fwd(MDLRT_GELU, %s, %s, 0);\n", Y, X); break;
-  case OP_SILU: P("  mdlrt_unary_fwd(MDLRT_SILU, %s, %s, 0);\n", Y, X); break;
-  case OP_TANH: P("  mdlrt_unary_fwd(MDLRT_TANH, %s, %s, 0);\n", Y, X); break;
-  case OP_SIGMOID:
-    P("  mdlrt_unary_fwd(MDLRT_SIGMOID, %s, %s, 0);\n", Y, X);
-    break;
-  case OP_SCALE:
-    P("  mdlrt_unary_fwd(MDLRT_SCALE, %s, %s, %.17g);\n", Y, X, n->a.scale.c);
-    break;
-  case OP_CAST: P("  mdlrt_copy(%s, %s, 0);\n", Y, X); break;
-  case OP_DROPOUT:
-    P("  mdlrt_dropout_fwd(%s, %s, %s, %.17g, %d);\n", Y, O1, X,
-      n->a.dropout.p, ni);
-    break;
-  case OP_ADD: P("  mdlrt_add_fwd(%s, %s, %s);\n", Y, X, I1); break;
-  case OP_MUL: P("  mdlrt_mul_fwd(%s, %s, %s);\n", Y, X, I1); break;
-  case OP_SOFTMAX:
-    need_contig(E, n, in->in[0]);
-    P("  mdlrt_softmax_fwd(%s, %s, %d);\n", Y, X, n->a.softmax.causal);
-    break;
-  case OP_EMBEDDING:
-    P("  mdlrt_embedding_fwd(%s, %s, %s);\n", Y, X, I1);
-    break;
-  case OP_TRANSPOSE: {
-    /* y = x read through swapped dims: a strided copy */
-    Geom m = value_geom(g, n->in[0]);
-    int a = n->a.transpose.a, b = n->a.transpose.b;
-    int64_t t = m.dim[a]; m.dim[a] = m.dim[b]; m.dim[b] = t;
-    t = m.st[a]; m.st[a] = m.st[b]; m.st[b] = t;
-    P("  mdlrt_copy(%s, %s, 0);\n", Y,
-      ref_geom(E, in->in[0], xsprintf("_T%d%d", a, b), &m,
-               xsprintf("%%%d with dims %d and %d swapped", n->in[0], a, b)));
-    break;
-  }
-  case OP_CONCAT: {
-    Geom m = value_geom(g, n->out[0]);
-    int ax = n->a.concat.axis;
-    int64_t at = 0, off0 = m.off;
-    for (int k = 0; k < n->nin; k++) {
-      Geom part = m;
-      part.dim[ax] = g->vals[n->in[k]].shape.dim[ax];
-      part.off = off0 + at * m.st[ax];
-      P("  mdlrt_copy(%s, %s, 0);\n",
-        ref_geom(E, in->out[0], xsprintf("_at%lld", (long long)at), &part,
-                 xsprintf("part %d of %%%d", k, n->out[0])),
-        ref(E, in->in[k]));
-      at += part.dim[ax];
-    }
-    break;
-  }
-  case OP_CROSS_ENTROPY:
-    need_contig(E, n, in->in[0]);
-    P("  mdlrt_cross_entropy_fwd(%s, %s, %s, %s);\n", Y, O1, X, I1);
-    break;
-  case OP_MSE: P("  mdlrt_mse_fwd(%s, %s, %s);\n", Y, X, I1); break;
-  case OP_RESHAPE:
-  case OP_SPLIT:
-    P("  /* a view: nothing runs */\n");
-    break;
-  case OP_COUNT:
-    ICE("bad op");
-  }
+  for (int k = 3; k < in->nin && k < 8; k++) c.X[k] = ref(E, in->in[k]);
+  for (int k = 3; k < in->nout && k < 8; k++) c.Y[k] = ref(E, in->out[k]);
+  op_def[c.n->op]->cuda_fwd(&c);
 }
 
 /* The backward call of node n; operand layout in mdlc.h (IK_BWD). */
@@ -304,170 +217,31 @@ static void emit_bwd(Emit *E, int ni, const Instr *in) {
   const Graph *g = E->g;
   const Node *n = &g->nodes[ni];
   int nin = n->nin, nout = n->nout;
-  const char *I[8], *DX[8];
-  int A[8];
-  for (int k = 0; k < 8; k++) I[k] = DX[k] = "NONE", A[k] = 0;
-  for (int k = 0; k < nin && k < 8; k++) I[k] = ref(E, in->in[k]);
-  const char *O1 = nout > 1 ? ref(E, in->in[nin + 1]) : "NONE";
-  const char *O2 = nout > 2 ? ref(E, in->in[nin + 2]) : "NONE";
-  const char *O0 = ref(E, in->in[nin]);
+  EmitOp c = emit_op(E, ni, in);
+  for (int k = 0; k < nin && k < 8; k++) c.I[k] = ref(E, in->in[k]);
+  if (nout > 1) c.I[nin + 1] = ref(E, in->in[nin + 1]);
+  if (nout > 2) c.I[nin + 2] = ref(E, in->in[nin + 2]);
+  c.I[nin] = ref(E, in->in[nin]);
+  for (int k = 3; k < nout && nin + k < 16; k++)
+    c.I[nin + k] = ref(E, in->in[nin + k]);
   Ref dyr = in->in[nin + nout];
-  const char *DY = ref(E, dyr);
+  c.DY = ref(E, dyr);
   for (int k = 0; k < nin && k < 8; k++) {
     Ref r = in->out[k];
-    A[k] = in->accum[k];
+    c.A[k] = in->accum[k];
     /* add's hand-off: the output gradient already is this gradient */
     if (r.buf >= 0 && r.buf == dyr.buf && !in->accum[k]) {
       P("  /* d%%%d: the output gradient, handed on (no copy) */\n",
         n->in[k]);
       continue;
     }
-    DX[k] = ref(E, r);
+    c.DX[k] = ref(E, r);
   }
   if (dyr.buf < 0) {
     P("  /* no gradient reached the output: nothing to do */\n");
     return;
   }
-  const Shape *xs = &g->vals[n->in[0]].shape;
-  const Shape *ys = &g->vals[n->out[0]].shape;
-  switch (n->op) {
-  case OP_LINEAR: {
-    int64_t K = last_dim(xs), N = n->a.linear.out;
-    P("  mdlrt_linear_bwd(%s, %d, %s, %d, %s, %d, %s, %s, %s, %lld, %lld, "
-      "%lld);\n", DX[0], A[0], DX[1], A[1], DX[2], A[2], DY, I[0], I[1],
-      (long long)(numel_of(g, n->in[0]) / K), (long long)K, (long long)N);
-    break;
-  }
-  case OP_MATMUL: {
-    const Shape *bs = &g->vals[n->in[1]].shape;
-    bool ta = n->a.matmul.ta, tb = n->a.matmul.tb;
-    int64_t m = ys->dim[ys->rank - 2], nn = ys->dim[ys->rank - 1];
-    int64_t k = ta ? xs->dim[xs->rank - 2] : xs->dim[xs->rank - 1];
-    int64_t batch = shape_numel_ok(ys) / (m * nn);
-    int64_t sa = shape_numel_ok(xs) == m * k ? 0 : m * k;
-    int64_t sb = shape_numel_ok(bs) == k * nn ? 0 : k * nn;
-    P("  mdlrt_matmul_bwd(%s, %d, %s, %d, %s, %s, %s, %d, %d, %lld, %lld, "
-      "%lld, %lld, %lld, %lld);\n", DX[0], A[0], DX[1], A[1], DY, I[0], I[1],
-      ta, tb, (long long)batch, (long long)m, (long long)k, (long long)nn,
-      (long long)sa, (long long)sb);
-    break;
-  }
-  case OP_CONV2D:
-    P("  mdlrt_conv_bwd(conv_%d, %s, %d, %s, %d, %s, %d, %s, %s, %s);\n", ni,
-      DX[0], A[0], DX[1], A[1], DX[2], A[2], DY, I[0], I[1]);
-    break;
-  case OP_MAXPOOL2D:
-  case OP_AVGPOOL2D:
-    P("  mdlrt_pool_bwd(%d, %s, %d, %s, %s, %s, %lld, %lld, %lld);\n",
-      n->op == OP_AVGPOOL2D, DX[0], A[0], DY, I[0], O0,
-      (long long)n->a.pool.kernel, (long long)n->a.pool.stride,
-      (long long)n->a.pool.pad);
-    break;
-  case OP_GLOBAL_AVGPOOL:
-    P("  mdlrt_global_avgpool_bwd(%s, %d, %s);\n", DX[0], A[0], DY);
-    break;
-  case OP_BATCHNORM:
-    P("  mdlrt_batchnorm_bwd(%s, %d, %s, %d, %s, %d, %s, %s, %s, %s, %s);\n",
-      DX[0], A[0], DX[1], A[1], DX[2], A[2], DY, I[0], O1, O2, I[1]);
-    break;
-  case OP_LAYERNORM:
-    P("  mdlrt_layernorm_bwd(%s, %d, %s, %d, %s, %d, %s, %s, %s, %s, %s);\n",
-      DX[0], A[0], DX[1], A[1], DX[2], A[2], DY, I[0], O1, O2, I[1]);
-    break;
-  case OP_INSTANCENORM:
-  case OP_GROUPNORM:
-    P("  mdlrt_groupnorm_bwd(%s, %d, %s, %d, %s, %d, %s, %s, %s, %s, %s, "
-      "%lld);\n", DX[0], A[0], DX[1], A[1], DX[2], A[2], DY, I[0], O1, O2,
-      I[1],
-      (long long)(n->op == OP_INSTANCENORM ? xs->dim[1] : n->a.norm.groups));
-    break;
-  case OP_RELU:
-  case OP_TANH:
-  case OP_SIGMOID:
-    P("  mdlrt_unary_bwd(%s, %s, %d, %s, %s, 0);\n",
-      n->op == OP_RELU ? "MDLRT_RELU"
-                       : n->op == OP_TANH ? "MDLRT_TANH" : "MDLRT_SIGMOID",
-      DX[0], A[0], DY, O0);
-    break;
-  case OP_GELU:
-  case OP_SILU:
-    P("  mdlrt_unary_bwd(%s, %s, %d, %s, %s, 0);\n",
-      n->op == OP_GELU ? "MDLRT_GELU" : "MDLRT_SILU", DX[0], A[0], DY, I[0]);
-    break;
-  case OP_SCALE:
-    P("  mdlrt_unary_bwd(MDLRT_SCALE, %s, %d, %s, NONE, %.17g);\n", DX[0],
-      A[0], DY, n->a.scale.c);
-    break;
-  case OP_CAST: P("  mdlrt_copy(%s, %s, %d);\n", DX[0], DY, A[0]); break;
-  case OP_DROPOUT:
-    P("  mdlrt_dropout_bwd(%s, %d, %s, %s, %.17g);\n", DX[0], A[0], DY, O1,
-      n->a.dropout.p);
-    break;
-  case OP_ADD:
-    for (int k = 0; k < 2; k++)
-      if (strcmp(DX[k], "NONE") != 0)
-        P("  mdlrt_bcast_bwd(%s, %d, %s, NONE);\n", DX[k], A[k], DY);
-    break;
-  case OP_MUL:
-    for (int k = 0; k < 2; k++)
-      if (strcmp(DX[k], "NONE") != 0)
-        P("  mdlrt_bcast_bwd(%s, %d, %s, %s);\n", DX[k], A[k], DY, I[1 - k]);
-    break;
-  case OP_SOFTMAX:
-    P("  mdlrt_softmax_bwd(%s, %d, %s, %s);\n", DX[0], A[0], DY, O0);
-    break;
-  case OP_EMBEDDING:
-    P("  mdlrt_embedding_bwd(%s, %d, %s, %s);\n", DX[1], A[1], DY, I[0]);
-    break;
-  case OP_TRANSPOSE: {
-    Ref r = in->out[0];
-    if (r.buf < 0) break;
-    Geom m = value_geom(g, r.value);
-    int a = n->a.transpose.a, b = n->a.transpose.b;
-    int64_t t = m.dim[a]; m.dim[a] = m.dim[b]; m.dim[b] = t;
-    t = m.st[a]; m.st[a] = m.st[b]; m.st[b] = t;
-    P("  mdlrt_copy(%s, %s, %d);\n",
-      ref_geom(E, r, xsprintf("_T%d%d", a, b), &m,
-               xsprintf("d%%%d with dims %d and %d swapped", r.value, a, b)),
-      DY, A[0]);
-    break;
-  }
-  case OP_CONCAT: {
-    Geom m = value_geom(g, n->out[0]);
-    int ax = n->a.concat.axis;
-    int64_t at = 0, off0 = m.off;
-    for (int k = 0; k < nin; k++) {
-      Geom part = m;
-      part.dim[ax] = g->vals[n->in[k]].shape.dim[ax];
-      part.off = off0 + at * m.st[ax];
-      if (in->out[k].buf >= 0)
-        P("  mdlrt_copy(%s, %s, %d);\n", ref(E, in->out[k]),
-          ref_geom(E, dyr, xsprintf("_at%lld", (long long)at), &part,
-                   xsprintf("part %d of d%%%d", k, n->out[0])),
-          in->accum[k]);
-      at += part.dim[ax];
-    }
-    break;
-  }
-  case OP_CROSS_ENTROPY:
-    P("  mdlrt_cross_entropy_bwd(%s, %d, %s, %s, %s);\n", DX[0], A[0], DY, O1,
-      I[1]);
-    break;
-  case OP_MSE:
-    if (strcmp(DX[0], "NONE") != 0)
-      P("  mdlrt_mse_bwd(%s, %d, 1, %s, %s, %s);\n", DX[0], A[0], DY, I[0],
-        I[1]);
-    if (strcmp(DX[1], "NONE") != 0)
-      P("  mdlrt_mse_bwd(%s, %d, -1, %s, %s, %s);\n", DX[1], A[1], DY, I[0],
-        I[1]);
-    break;
-  case OP_RESHAPE:
-  case OP_SPLIT:
-    P("  /* a view: its gradient is its place in the base's gradient */\n");
-    break;
-  case OP_COUNT:
-    ICE("bad op");
-  }
+  op_def[n->op]->cuda_bwd(&c);
 }
 
 /* The comment above an instruction: what, where, operand shapes. */
@@ -523,8 +297,11 @@ static void emit_instr(Emit *E, int i) {
       R[2], R[3], R[4]);
     break;
   }
-  default:
+  case IK_REDUCE:
     unsupported(E, NOLOC, "ZeRO's communication (--gpus > 1)");
+    break;
+  case IK_COUNT:
+    ICE("IK_COUNT");
   }
   if (E->o->profile) P("  mdlrt_sync();\n");
   for (int k = 0; k < in->nfree; k++) {
@@ -577,20 +354,9 @@ static void emit_setup(Emit *E) {
     }
   }
   for (int i = 0; i < g->nnodes; i++) {
-    const Node *n = &g->nodes[i];
-    if (n->op != OP_CONV2D) continue;
-    const Shape *xs = &g->vals[n->in[0]].shape;
-    const Shape *ys = &g->vals[n->out[0]].shape;
-    P("  /* conv2d '%s' (%s): descriptors and algorithms, once */\n", n->name,
-      loc_str(n->loc));
-    P("  conv_%d = mdlrt_conv_plan(%s, %lld, %lld, %lld, %lld, %lld, %lld, "
-      "%lld, %lld, %lld, %lld, %lld, %lld);\n", i,
-      mdlrt_dt[g->vals[n->out[0]].dtype], (long long)xs->dim[0],
-      (long long)xs->dim[1], (long long)xs->dim[2], (long long)xs->dim[3],
-      (long long)n->a.conv.out, (long long)n->a.conv.kernel,
-      (long long)n->a.conv.stride, (long long)n->a.conv.pad,
-      (long long)n->a.conv.dilation, (long long)n->a.conv.groups,
-      (long long)ys->dim[2], (long long)ys->dim[3]);
+    if (!op_def[g->nodes[i].op]->cuda_setup) continue;
+    EmitOp c = emit_op(E, i, NULL);
+    op_def[g->nodes[i].op]->cuda_setup(&c);
   }
   P("}\n\n");
 
@@ -819,10 +585,7 @@ int cuda_emit(const Graph *g, const RunOpts *o, FILE *f) {
           "}\n\n"
           "#define AT(b, t) mdlrt_at(B[b], &(t))\n"
           "static const mdlrt_ref NONE = {0, 0};\n\n");
-  for (int i = 0; i < g->nnodes; i++)
-    if (g->nodes[i].op == OP_CONV2D)
-      fprintf(f, "static mdlrt_conv *conv_%d; /* %s */\n", i,
-              g->nodes[i].name);
+  fputs(E->globals.s ? E->globals.s : "", f);
   /* only the geometries that a call reads (a view's base may be unused) */
   fprintf(f, "\n/* Geometry: dtype, shape, element strides, element offset "
              "in its buffer. */\n");

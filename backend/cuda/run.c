@@ -244,8 +244,10 @@ static double state_elem(const StateBuf *b, int64_t i) {
   case DT_BF16: { uint16_t h; memcpy(&h, p, 2); return cpu_bf16_to_f32(h); }
   case DT_I32: { int32_t x; memcpy(&x, p, 4); return x; }
   case DT_I64: { int64_t x; memcpy(&x, p, 8); return (double)x; }
-  default: return p[0];
+  case DT_U8: return p[0];
+  case DT_COUNT: break;
   }
+  ICE("state_elem: dtype %d", (int)b->dt);
 }
 
 typedef struct {

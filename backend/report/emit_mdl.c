@@ -43,7 +43,7 @@ typedef struct {
 typedef struct {
   const char *name;  /* a block */
   int stmt;          /* the statement that made this call */
-} Call;
+} SrcCall;
 
 typedef struct {
   int file;          /* the source */
@@ -125,7 +125,7 @@ static bool makes_nodes(const Ast *e) {
 
 /* The block calls of an expression, in the order lowering makes them. */
 static void calls_of(const Map *mp, const Ast *e, const Var *vars, int nv,
-                     int stmt, Call **calls, int *n, int *cap) {
+                     int stmt, SrcCall **calls, int *n, int *cap) {
   if (!e) return;
   if (e->kind == AST_REPEAT) {
     const Ast *call = strip_ck(e->kid[1]);
@@ -134,13 +134,13 @@ static void calls_of(const Map *mp, const Ast *e, const Var *vars, int nv,
       calls_of(mp, call->kid[i], vars, nv, stmt, calls, n, cap);
     if (!call || !eval(e->kid[0], vars, nv, &k)) k = 0;
     for (int64_t i = 0; i < k; i++)
-      *VEC_PUSH(*calls, *n, *cap) = (Call){call->str, stmt};
+      *VEC_PUSH(*calls, *n, *cap) = (SrcCall){call->str, stmt};
     return;
   }
   for (int i = 0; i < e->nkid; i++)
     calls_of(mp, e->kid[i], vars, nv, stmt, calls, n, cap);
   if (e->kind == AST_CALL && is_block(mp, e->str))
-    *VEC_PUSH(*calls, *n, *cap) = (Call){e->str, stmt};
+    *VEC_PUSH(*calls, *n, *cap) = (SrcCall){e->str, stmt};
 }
 
 static void flatten(Map *mp, const Ast *list, uint32_t ind0) {
@@ -212,7 +212,7 @@ static Map *map_build(const Graph *g, const Define *defs, int ndefs) {
       if (strcmp(defs[d].name, it->str) == 0) v = defs[d].value, set = true;
     if (set || eval(it->kid[0], vars, nv, &v)) vars[nv++] = (Var){it->str, v};
   }
-  Call *calls = NULL;
+  SrcCall *calls = NULL;
   int ncalls = 0, capcalls = 0;
   for (int s = 0; s < mp->nst; s++) {
     Stmt *t = &mp->st[s];

@@ -59,7 +59,9 @@ const char *instr_describe(const Graph *g, int i) {
   case IK_REDUCE:
     return xsprintf("the reduce-scatter of the gradient of '%s'",
                     g->vals[in->node].name);
-  default: {
+  case IK_FWD:
+  case IK_RECOMPUTE:
+  case IK_BWD: {
     const Node *n = &g->nodes[in->node];
     const char *what = in->kind == IK_FWD ? "forward" : in->kind == IK_BWD
                                                             ? "backward"
@@ -67,7 +69,10 @@ const char *instr_describe(const Graph *g, int i) {
     return xsprintf("%s of %s '%s' (%s)", what, op_info[n->op].name, n->name,
                     loc_text(n->loc));
   }
+  case IK_COUNT:
+    break;
   }
+  ICE("instr_describe: instruction kind %d", (int)in->kind);
 }
 
 typedef struct {

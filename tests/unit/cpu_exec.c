@@ -1,4 +1,4 @@
-/* tests/unit/backend/cpu/exec.c: the CPU executor end to end on graphs built
+/* tests/unit/cpu_exec.c: the CPU executor end to end on graphs built
  * directly in IR (no frontend), through the real passes.
  *
  *  1. memory.md's tiny model trains: 30 SGD steps (lr 0.5) on a fixed batch

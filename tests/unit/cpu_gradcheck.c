@@ -40,6 +40,8 @@ struct Case {
   CpuPool pool;
   CpuNorm norm;
   Op op;
+  const CpuAct *act;        /* activations: which one */
+  bool act_saves_out;       /* ... and whether its backward reads y */
   int ax, bx;
   int64_t m, k, n;
   int64_t ids[64];
@@ -232,11 +234,12 @@ static void norm_b(const Case *c, float *const *in, float *const *out,
 }
 
 static void act_f(const Case *c, float *const *in, float *const *out) {
-  cpu_act_fwd(c->op, in[0], out[0], c->insz[0]);
+  cpu_act_fwd(c->act, in[0], out[0], c->insz[0]);
 }
 static void act_b(const Case *c, float *const *in, float *const *out,
                   float *const *dy, float *const *din) {
-  cpu_act_bwd(c->op, in[0], out[0], dy[0], din[0], c->insz[0]);
+  cpu_act_bwd(c->act, c->act_saves_out ? out[0] : in[0], dy[0], din[0],
+              c->insz[0]);
 }
 
 static void drop_f(const Case *c, float *const *in, float *const *out) {
@@ -379,8 +382,9 @@ static void norm_case(const char *name, CpuNormKind kind, int64_t n,
   check(c);
 }
 
-static void act_case(const char *name, Op op) {
-  Case c = {.name = name, .fwd = act_f, .bwd = act_b, .op = op, .nin = 1,
+static void act_case(const char *name, Op op, const CpuAct *act) {
+  Case c = {.name = name, .fwd = act_f, .bwd = act_b, .op = op, .act = act,
+            .act_saves_out = (op_info[op].save & SV_OUT) != 0, .nin = 1,
             .nout = 1, .nreal = 1, .init = op == OP_RELU};
   c.insz[0] = c.outsz[0] = 24, c.want[0] = true;
   check(c);
@@ -442,11 +446,13 @@ int main(void) {
   norm_case("instancenorm [2,3,4]", CPU_NORM_GROUP, 2, 3, 4, 3, true);
   norm_case("instancenorm affine=false", CPU_NORM_GROUP, 2, 3, 4, 3, false);
 
-  act_case("relu", OP_RELU);
-  act_case("gelu", OP_GELU);
-  act_case("silu", OP_SILU);
-  act_case("tanh", OP_TANH);
-  act_case("sigmoid", OP_SIGMOID);
+  act_case("relu", OP_RELU, &cpu_relu);
+  act_case("gelu", OP_GELU, &cpu_gelu);
+  act_case("silu", OP_SILU, &cpu_silu);
+  act_case("tanh", OP_TANH, &cpu_tanh);
+  act_case("sigmoid", OP_SIGMOID, &cpu_sigmoid);
+  act_case("exp", OP_EXP, &cpu_exp);
+  act_case("softplus", OP_SOFTPLUS, &cpu_softplus);
   {
     Case c = {.name = "dropout p=0.3", .fwd = drop_f, .bwd = drop_b,
               .p = 0.3, .nin = 1, .nout = 1, .nreal = 1};
