@@ -915,6 +915,14 @@ typedef struct {
   /* --check: every gradient of the first step, as the optimizer reads it,
    * in the -o format, to this file (NULL: not written) */
   const char *grads_path;
+  /* tests/unit/ops_saves.c: each backward sees only what its op's save
+   * rule declares (and what is resident: parameters, states, inputs); every
+   * other forward operand reads as absent. narrow_op (with narrow): that
+   * op's rule is taken as empty, so its backward must fail if it reads
+   * anything it does not own. */
+  bool strict_saves;
+  bool narrow;
+  Op narrow_op;
 } CpuStats;
 int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st);
 

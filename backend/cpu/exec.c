@@ -44,6 +44,7 @@ struct Exec {
   FILE *grads;         /* the first step's gradients go here, or NULL */
   void *tmp[16];       /* what a hook's cpu_saved and cpu_ints gathered */
   int ntmp;
+  const CpuStats *st;  /* the test probes, or NULL */
 };
 
 /* --profile rows: forward (recompute included) and backward of each op,
@@ -302,11 +303,31 @@ static void run_forward(Exec *e, const Instr *in) {
 
 /* ---- backward ----------------------------------------------------------- */
 
+/* Whether backward operand k of n (inputs, then outputs) is declared by
+ * the op's save rule, or resident anyway. */
+static bool declared(const Exec *e, const Node *n, int k) {
+  int sv = op_info[n->op].save, ni = n->nin;
+  if (e->st->narrow && n->op == e->st->narrow_op) sv = 0;
+  if (k < ni && e->g->vals[n->in[k]].kind != VK_ACT) return true;
+  return (k == 0 && (sv & SV_IN0)) || (k == 1 && (sv & SV_IN1)) ||
+         (k == ni && (sv & SV_OUT)) ||
+         (k >= ni + n->nreal && k < ni + n->nout && (sv & SV_EXTRA));
+}
+
 static void run_backward(Exec *e, const Instr *in) {
   Graph *g = e->g;
   const Node *n = &g->nodes[in->node];
   int ni = n->nin, no = n->nout;
   ASSERT(in->nin == ni + no + n->nreal && in->nout == ni && ni <= 8);
+  Instr strict;
+  if (e->st && e->st->strict_saves) {
+    strict = *in;
+    strict.in = keep_tmp(e, cpu_host_alloc(sizeof(Ref) * (size_t)in->nin));
+    memcpy(strict.in, in->in, sizeof(Ref) * (size_t)in->nin);
+    for (int k = 0; k < ni + no; k++)
+      if (!declared(e, n, k)) strict.in[k].buf = -1;
+    in = &strict;
+  }
   CpuOp c = cpu_op(e, in);
   /* dy of each real output (zeros where none arrived) */
   for (int o = 0; o < n->nreal; o++) {
@@ -608,6 +629,7 @@ static void release_all(Exec *e) {
   }
   free(e->arena);
   e->arena = NULL;
+  free_tmp(e);
 }
 
 /* Test probes: copies parameter v (its master when there is one) into
@@ -639,6 +661,7 @@ static void probe(Exec *e, int v, float *out, const CpuStats *st) {
  * a message; bad data (an id out of range) exits 3. */
 int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
   Exec *e = xalloc(sizeof *e);  /* not a local: see setjmp below */
+  e->st = st;
   e->g = g;
   e->o = o;
   e->mismatch_at = -1;
