@@ -67,7 +67,8 @@ RT_OBJS := $(RT_SRCS:%.cu=$(BUILD)/%.o)
 NVFLAGS ?= -O3 -arch=$(CUDA_ARCH) -std=c++17 -Iruntime \
   -I/usr/include/x86_64-linux-gnu -Xcompiler -Wall
 
-$(BUILD)/runtime/%.o: runtime/%.cu runtime/mdlrt.h
+$(BUILD)/runtime/%.o: runtime/%.cu runtime/mdlrt.h runtime/mdlrt_dev.cuh \
+    runtime/mdlrt_rng.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 

@@ -1,6 +1,6 @@
 /* bench/conv_bwd_filter.cu: a convolution's backward-filter (dw) two ways,
  * through the runtime's public API: cuDNN (its graph or legacy path, as
- * the plan chooses) and im2col + cuBLAS (runtime/mdlrt_nn.cu, fg_run),
+ * the plan chooses) and im2col + cuBLAS (runtime/mdlrt_conv.cu, fg_run),
  * picked per plan with MDLRT_CONV_GEMM=0 and =1. Each runs with a 32 MiB
  * workspace, dw overwritten (aw = 0), no dx, no db. Shapes: the three
  * backward-filters of examples/operator_cnn.mdl in f16 (batch 16, 128x128,

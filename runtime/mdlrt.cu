@@ -1,7 +1,12 @@
-/* runtime/mdlrt.cu: the runtime's core: life cycle, the measuring memory
- * pool, failures, initialisation from the shared counter-based RNG, and
- * the elementwise ops (casts and strided copies, activations, add and mul
- * with broadcasting and their reductions, dropout) and the optimizers.
+/* runtime/mdlrt.cu: the runtime's core: failures, the MDLRT_PROF profile,
+ * views, life cycle, the measuring memory pool, timing and reading back,
+ * initialisation from the shared counter-based RNG, the generic strided
+ * copy (casts, transposes, concat's parts), and the step's variables with
+ * its replay as a CUDA graph. The ops live in one file per family, as the
+ * compiler's ops/ (mdlrt_linear.cu, mdlrt_conv.cu, mdlrt_pool.cu,
+ * mdlrt_norm.cu, mdlrt_pointwise.cu, mdlrt_softmax.cu, mdlrt_layout.cu,
+ * mdlrt_loss.cu, mdlrt_reduce.cu, mdlrt_optim.cu; helpers that several
+ * share are declared in mdlrt_dev.cuh).
  *
  * Memory: every buffer comes from one dedicated pool (cudaMemPoolCreate,
  * release threshold at its maximum, so freed memory stays in the pool) with
@@ -17,7 +22,8 @@
 #include "mdlrt_rng.h"
 
 Runtime mdlrt_rt;
-/* The step's variables on the device (mdlrt_step_begin copies them). */
+/* The step's variables on the device (mdlrt_step_begin copies them);
+ * kernels in other files reach them through mdlrt_rt.dstep. */
 __device__ StepVars d_step;
 
 /* ---- failures ------------------------------------------------------- */
@@ -33,6 +39,12 @@ void mdlrt_fail(const char *lib, const char *err, const char *call,
             "the program's --eager runs every step without one)\n");
   fflush(stdout);
   exit(3);
+}
+
+void mdlrt_bad_code(const char *what, int code, const char *file, int line) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "unknown %s code %d", what, code);
+  mdlrt_fail("mdlrt", msg, what, file, line);
 }
 
 void mdlrt_after_launch(const char *file, int line) {
@@ -133,6 +145,8 @@ void mdlrt_sync(void) { CUDA_CHECK(cudaStreamSynchronize(mdlrt_rt.stream)); }
 
 int mdlrt_dt_size(int dt) {
   static const int size[] = {4, 2, 2, 4, 8, 1};
+  if (dt < MDLRT_F32 || dt > MDLRT_U8)
+    mdlrt_bad_code("dtype", dt, __FILE__, __LINE__);
   return size[dt];
 }
 
@@ -400,7 +414,8 @@ double mdlrt_read(mdlrt_ref r, int64_t i) {
   }
   case MDLRT_I32: { int32_t v; memcpy(&v, b, 4); return v; }
   case MDLRT_I64: { int64_t v; memcpy(&v, b, 8); return (double)v; }
-  default: return b[0];
+  case MDLRT_U8: return b[0];
+  default: mdlrt_bad_code("dtype", x.dt, __FILE__, __LINE__);
   }
 }
 
@@ -424,7 +439,7 @@ __global__ void k_init(View x, int how, uint64_t seed, uint64_t stream,
       break;
     }
     case INIT_FILL: v = (float)a; break;
-    default: { /* inputs: integers bits % classes, floats 2u - 1 */
+    case INIT_INPUT: { /* integers bits % classes, floats 2u - 1 */
       uint64_t j = mdlrt_dropout_index(step, i);
       if (x.dt >= MDLRT_I32) {
         int64_t c = (int64_t)(mdlrt_bits(seed, stream, j) % (uint64_t)classes);
@@ -434,7 +449,9 @@ __global__ void k_init(View x, int how, uint64_t seed, uint64_t stream,
         continue;
       }
       v = 2.0f * mdlrt_uniform(seed, stream, j) - 1.0f;
+      break;
     }
+    default: __trap(); v = 0.0f; /* init_launch checks `how` */
     }
     stf(x, vofs(x, i), v, 0);
   }
@@ -442,6 +459,8 @@ __global__ void k_init(View x, int how, uint64_t seed, uint64_t stream,
 
 static void init_launch(mdlrt_ref r, int how, uint64_t stream, double a,
                         int64_t classes, uint64_t step) {
+  if (how < INIT_UNIFORM || how > INIT_INPUT)
+    mdlrt_bad_code("initialisation", how, __FILE__, __LINE__);
   View x = mdlrt_view(r);
   if (!x.n) return;
   k_init<<<grid_for(x.n), 256, 0, mdlrt_rt.stream>>>(
@@ -463,18 +482,7 @@ void mdlrt_init_input(mdlrt_ref x, uint64_t value, int64_t classes,
   init_launch(x, INIT_INPUT, MDLRT_STREAM_INPUT + value, 0, classes, step);
 }
 
-/* ---- elementwise -------------------------------------------------------- */
-
-/* The contiguous fast path of the maps below: thread per 8 elements
- * (ld8/st8), the tail (n % 8) by block 0. Launched with vec_grid(n). */
-#define VEC_LOOP(i, n)                                                       \
-  for (int64_t i = 8 * (blockIdx.x * (int64_t)blockDim.x + threadIdx.x);     \
-       i + 8 <= (n); i += 8 * (int64_t)gridDim.x * blockDim.x)
-#define TAIL_LOOP(i, n)                                                      \
-  if (blockIdx.x == 0)                                                       \
-    for (int64_t i = ((n) & ~(int64_t)7) + threadIdx.x; i < (n);             \
-         i += blockDim.x)
-static inline unsigned vec_grid(int64_t n) { return grid_for((n + 7) / 8); }
+/* ---- the generic strided copy ------------------------------------------ */
 
 /* y = x through any strides and dtypes (casts, transpose, concat's parts). */
 __global__ void k_copy(View y, View x, int accum) {
@@ -538,364 +546,6 @@ void mdlrt_copy(mdlrt_ref yr, mdlrt_ref xr, int accum) {
   } else {
     k_copy<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(y, x, accum);
   }
-  KERNEL_CHECK();
-}
-
-__device__ __forceinline__ float unary_f(int op, float x, float c) {
-  switch (op) {
-  case MDLRT_RELU: return x > 0.0f ? x : 0.0f;
-  case MDLRT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-  case MDLRT_SILU: return x / (1.0f + expf(-x));
-  case MDLRT_TANH: return tanhf(x);
-  case MDLRT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-  case MDLRT_SCALE: return c * x;
-  default: return x;
-  }
-}
-
-/* f'(x) * dy, with s the saved tensor (input or output, see mdlrt.h). */
-__device__ __forceinline__ float unary_df(int op, float dy, float s,
-                                          float c) {
-  switch (op) {
-  case MDLRT_RELU: return s > 0.0f ? dy : 0.0f;
-  case MDLRT_GELU: {
-    float cdf = 0.5f * (1.0f + erff(s * 0.70710678118654752f));
-    float pdf = 0.39894228040143268f * expf(-0.5f * s * s);
-    return dy * (cdf + s * pdf);
-  }
-  case MDLRT_SILU: {
-    float sg = 1.0f / (1.0f + expf(-s));
-    return dy * sg * (1.0f + s * (1.0f - sg));
-  }
-  case MDLRT_TANH: return dy * (1.0f - s * s);
-  case MDLRT_SIGMOID: return dy * s * (1.0f - s);
-  case MDLRT_SCALE: return c * dy;
-  default: return dy;
-  }
-}
-
-__global__ void k_unary_fwd(int op, View y, View x, float c) {
-  GRID_LOOP(i, y.n) stf(y, vofs(y, i), unary_f(op, ldf(x, vofs(x, i)), c), 0);
-}
-
-__global__ void k_unary_bwd(int op, View dx, int accum, View dy, View s,
-                            float c) {
-  GRID_LOOP(i, dx.n) {
-    float sv = s.p ? ldf(s, vofs(s, i)) : 0.0f;
-    stf(dx, vofs(dx, i), unary_df(op, ldf(dy, vofs(dy, i)), sv, c), accum);
-  }
-}
-
-__global__ void k_unary_fwd_vec(int op, View y, View x, float c) {
-  float f[8];
-  VEC_LOOP(i, y.n) {
-    ld8(x, i, f);
-    for (int k = 0; k < 8; k++) f[k] = unary_f(op, f[k], c);
-    st8(y, i, f, 0);
-  }
-  TAIL_LOOP(i, y.n) stf(y, i, unary_f(op, ldf(x, i), c), 0);
-}
-
-__global__ void k_unary_bwd_vec(int op, View dx, int accum, View dy, View s,
-                                float c) {
-  float g[8], sv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  VEC_LOOP(i, dx.n) {
-    ld8(dy, i, g);
-    if (s.p) ld8(s, i, sv);
-    for (int k = 0; k < 8; k++) g[k] = unary_df(op, g[k], sv[k], c);
-    st8(dx, i, g, accum);
-  }
-  TAIL_LOOP(i, dx.n) {
-    float t = s.p ? ldf(s, i) : 0.0f;
-    stf(dx, i, unary_df(op, ldf(dy, i), t, c), accum);
-  }
-}
-
-void mdlrt_unary_fwd(int op, mdlrt_ref yr, mdlrt_ref xr, double c) {
-  View y = mdlrt_view(yr), x = mdlrt_view(xr);
-  if (!y.n) return;
-  if (vec_ok(y) && vec_ok(x) && y.contig && x.contig)
-    k_unary_fwd_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(op, y, x,
-                                                                (float)c);
-  else
-    k_unary_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(op, y, x,
-                                                            (float)c);
-  KERNEL_CHECK();
-}
-
-void mdlrt_unary_bwd(int op, mdlrt_ref dxr, int accum, mdlrt_ref dyr,
-                     mdlrt_ref sr, double c) {
-  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), s = mdlrt_view(sr);
-  if (!dx.n) return;
-  if (vec_ok(dx) && vec_ok(dy) && vec_ok(s) && dx.contig && dy.contig &&
-      (!s.p || s.contig))
-    k_unary_bwd_vec<<<vec_grid(dx.n), 256, 0, mdlrt_rt.stream>>>(
-        op, dx, accum, dy, s, (float)c);
-  else
-    k_unary_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(op, dx, accum,
-                                                             dy, s, (float)c);
-  KERNEL_CHECK();
-}
-
-/* ---- add and mul with broadcasting ------------------------------------ */
-
-__global__ void k_binary(int mul, View y, View a, View b) {
-  GRID_LOOP(i, y.n) {
-    float x = ldf(a, vofs(a, i)), z = ldf(b, vofs(b, i));
-    stf(y, vofs(y, i), mul ? x * z : x + z, 0);
-  }
-}
-
-__global__ void k_binary_vec(int mul, View y, View a, View b) {
-  float x[8], z[8];
-  VEC_LOOP(i, y.n) {
-    ld8(a, i, x);
-    ld8(b, i, z);
-    for (int k = 0; k < 8; k++) x[k] = mul ? x[k] * z[k] : x[k] + z[k];
-    st8(y, i, x, 0);
-  }
-  TAIL_LOOP(i, y.n) {
-    float u = ldf(a, i), v = ldf(b, i);
-    stf(y, i, mul ? u * v : u + v, 0);
-  }
-}
-
-static void binary(int mul, mdlrt_ref yr, mdlrt_ref ar, mdlrt_ref br) {
-  View y = mdlrt_view(yr);
-  View a = mdlrt_view_bcast(ar, yr.t), b = mdlrt_view_bcast(br, yr.t);
-  if (!y.n) return;
-  if (y.contig && a.contig && b.contig && vec_ok(y) && vec_ok(a) &&
-      vec_ok(b))
-    k_binary_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(mul, y, a, b);
-  else
-    k_binary<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(mul, y, a, b);
-  KERNEL_CHECK();
-}
-
-void mdlrt_add_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b) { binary(0, y, a, b); }
-void mdlrt_mul_fwd(mdlrt_ref y, mdlrt_ref a, mdlrt_ref b) { binary(1, y, a, b); }
-
-/* dx[j] (+)= sum over the broadcast dims of dy (* other). The dims of dy
- * split into kept ones (dx has them) and reduced ones; thread j walks the
- * reduced ones. kd/rd: extents, kst/rst: dy's strides, kox/rox: other's. */
-struct Reduce {
-  int nk, nr;
-  int64_t kd[MDLRT_MAX_RANK], rd[MDLRT_MAX_RANK];
-  int64_t kst[MDLRT_MAX_RANK], rst[MDLRT_MAX_RANK];
-  int64_t kot[MDLRT_MAX_RANK], rot[MDLRT_MAX_RANK];
-  int64_t nred;
-};
-
-__global__ void k_bcast_bwd(View dx, int accum, View dy, View other,
-                            Reduce r) {
-  GRID_LOOP(j, dx.n) {
-    int64_t base = 0, obase = 0, q = j;
-    for (int d = r.nk - 1; d >= 0; d--) {
-      int64_t idx = q % r.kd[d];
-      q /= r.kd[d];
-      base += idx * r.kst[d];
-      obase += idx * r.kot[d];
-    }
-    float s = 0.0f;
-    for (int64_t t = 0; t < r.nred; t++) {
-      int64_t o = base, oo = obase, u = t;
-      for (int d = r.nr - 1; d >= 0; d--) {
-        int64_t idx = u % r.rd[d];
-        u /= r.rd[d];
-        o += idx * r.rst[d];
-        oo += idx * r.rot[d];
-      }
-      float g = ldf(dy, o);
-      if (other.p) g *= ldf(other, oo);
-      s += g;
-    }
-    stf(dx, vofs(dx, j), s, accum);
-  }
-}
-
-void mdlrt_bcast_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
-                     mdlrt_ref otherr) {
-  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), other;
-  memset(&other, 0, sizeof other);
-  if (otherr.base) other = mdlrt_view_bcast(otherr, dyr.t);
-  Reduce r;
-  memset(&r, 0, sizeof r);
-  r.nred = 1;
-  for (int d = 0; d < dy.rank; d++) {
-    int e = d - (dy.rank - dx.rank);
-    int kept = e >= 0 && dx.dim[e] == dy.dim[d];
-    if (kept) {
-      r.kd[r.nk] = dy.dim[d];
-      r.kst[r.nk] = dy.st[d];
-      r.kot[r.nk++] = other.p ? other.st[d] : 0;
-    } else {
-      r.rd[r.nr] = dy.dim[d];
-      r.rst[r.nr] = dy.st[d];
-      r.rot[r.nr++] = other.p ? other.st[d] : 0;
-      r.nred *= dy.dim[d];
-    }
-  }
-  if (!dx.n) return;
-  k_bcast_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy,
-                                                           other, r);
-  KERNEL_CHECK();
-}
-
-/* ---- dropout ------------------------------------------------------------- */
-
-__global__ void k_dropout_fwd(View y, View mask, View x, float p, float keep,
-                              uint64_t seed, uint64_t stream) {
-  const uint64_t step = d_step.step;
-  GRID_LOOP(i, y.n) {
-    int m = mdlrt_uniform(seed, stream, mdlrt_dropout_index(step, i)) >= p;
-    ((uint8_t *)mask.p)[vofs(mask, i)] = (uint8_t)m;
-    stf(y, vofs(y, i), m ? ldf(x, vofs(x, i)) * keep : 0.0f, 0);
-  }
-}
-
-__global__ void k_dropout_bwd(View dx, int accum, View dy, View mask,
-                              float keep) {
-  GRID_LOOP(i, dx.n) {
-    int m = ((const uint8_t *)mask.p)[vofs(mask, i)];
-    stf(dx, vofs(dx, i), m ? ldf(dy, vofs(dy, i)) * keep : 0.0f, accum);
-  }
-}
-
-__global__ void k_dropout_fwd_vec(View y, View mask, View x, float p,
-                                  float keep, uint64_t seed, uint64_t stream) {
-  const uint64_t step = d_step.step;
-  float f[8], m[8];
-  VEC_LOOP(i, y.n) {
-    ld8(x, i, f);
-    for (int k = 0; k < 8; k++) {
-      m[k] = mdlrt_uniform(seed, stream, mdlrt_dropout_index(step, i + k)) >=
-                     p ? 1.0f : 0.0f;
-      f[k] = m[k] != 0.0f ? f[k] * keep : 0.0f;
-    }
-    st8(mask, i, m, 0);
-    st8(y, i, f, 0);
-  }
-  TAIL_LOOP(i, y.n) {
-    int mk = mdlrt_uniform(seed, stream, mdlrt_dropout_index(step, i)) >= p;
-    ((uint8_t *)mask.p)[i] = (uint8_t)mk;
-    stf(y, i, mk ? ldf(x, i) * keep : 0.0f, 0);
-  }
-}
-
-__global__ void k_dropout_bwd_vec(View dx, int accum, View dy, View mask,
-                                  float keep) {
-  float g[8], m[8];
-  VEC_LOOP(i, dx.n) {
-    ld8(dy, i, g);
-    ld8(mask, i, m);
-    for (int k = 0; k < 8; k++) g[k] = m[k] != 0.0f ? g[k] * keep : 0.0f;
-    st8(dx, i, g, accum);
-  }
-  TAIL_LOOP(i, dx.n) {
-    int mk = ((const uint8_t *)mask.p)[i];
-    stf(dx, i, mk ? ldf(dy, i) * keep : 0.0f, accum);
-  }
-}
-
-void mdlrt_dropout_fwd(mdlrt_ref yr, mdlrt_ref maskr, mdlrt_ref xr, double p,
-                       uint64_t node) {
-  View y = mdlrt_view(yr), m = mdlrt_view(maskr), x = mdlrt_view(xr);
-  if (!y.n) return;
-  float keep = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
-  if (y.contig && m.contig && x.contig && vec_ok(y) && vec_ok(m) &&
-      vec_ok(x) && m.dt == MDLRT_U8)
-    k_dropout_fwd_vec<<<vec_grid(y.n), 256, 0, mdlrt_rt.stream>>>(
-        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node);
-  else
-    k_dropout_fwd<<<grid_for(y.n), 256, 0, mdlrt_rt.stream>>>(
-        y, m, x, (float)p, keep, mdlrt_rt.seed, MDLRT_STREAM_DROP + node);
-  KERNEL_CHECK();
-}
-
-void mdlrt_dropout_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
-                       mdlrt_ref maskr, double p) {
-  View dx = mdlrt_view(dxr), dy = mdlrt_view(dyr), m = mdlrt_view(maskr);
-  if (!dx.n) return;
-  float keep = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
-  if (dx.contig && dy.contig && m.contig && vec_ok(dx) && vec_ok(dy) &&
-      vec_ok(m) && m.dt == MDLRT_U8)
-    k_dropout_bwd_vec<<<vec_grid(dx.n), 256, 0, mdlrt_rt.stream>>>(
-        dx, accum, dy, m, keep);
-  else
-    k_dropout_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy,
-                                                               m, keep);
-  KERNEL_CHECK();
-}
-
-/* ---- optimizers ---------------------------------------------------------- */
-
-/* Scalars of one update, computed in double and rounded to f32 once
- * (docs/ops.md, Optimizers); Adam's two that depend on the step are in
- * d_step. */
-struct OptScalars {
-  int kind;
-  float lr, wd, mu;     /* learning rate, L2 weight decay, momentum */
-  float b1, omb1;       /* beta1, 1 - beta1 */
-  float b2, omb2;       /* beta2, 1 - beta2 */
-  float eps, decay;     /* eps, 1 - lr * decoupled weight decay */
-};
-
-/* One update per element, docs/ops.md's formulas (PyTorch's):
- *   sgd       p -= lr g
- *   momentum  b = mu b + g; p -= lr b          (b starts at 0, so b1 = g)
- *   adam(w)   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g g;
- *             p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
- *             adamw first decays p *= 1 - lr wd.
- * With a master copy the update runs on it and p = master rounded. */
-__global__ void k_optim(OptScalars o, View p, View g, View master, View s0,
-                        View s1) {
-  const View &w = master.p ? master : p;
-  GRID_LOOP(i, p.n) {
-    float x = ldf(w, i), gr = ldf(g, i);
-    switch (o.kind) {
-    case MDLRT_SGD:
-      if (o.wd != 0.0f) gr += o.wd * x;
-      x -= o.lr * gr;
-      break;
-    case MDLRT_MOMENTUM: {
-      if (o.wd != 0.0f) gr += o.wd * x;
-      float b = o.mu * ldf(s0, i) + gr;
-      stf(s0, i, b, 0);
-      x -= o.lr * b;
-      break;
-    }
-    default: {
-      if (o.kind == MDLRT_ADAMW)
-        x = x * o.decay;
-      else if (o.wd != 0.0f)
-        gr += o.wd * x;
-      float m = o.b1 * ldf(s0, i) + o.omb1 * gr;
-      float v = o.b2 * ldf(s1, i) + o.omb2 * gr * gr;
-      stf(s0, i, m, 0);
-      stf(s1, i, v, 0);
-      x = x - d_step.adam_step * m / (sqrtf(v) / d_step.sqrt_bc2 + o.eps);
-    }
-    }
-    stf(w, i, x, 0);
-    if (master.p) stf(p, i, x, 0);
-  }
-}
-
-void mdlrt_optim_step(const mdlrt_optim *o, mdlrt_ref pr, mdlrt_ref gr,
-                      mdlrt_ref mr, mdlrt_ref s0r, mdlrt_ref s1r) {
-  View p = mdlrt_view(pr), g = mdlrt_view(gr), m = mdlrt_view(mr);
-  View s0 = mdlrt_view(s0r), s1 = mdlrt_view(s1r);
-  if (!p.n) return;
-  OptScalars s;
-  s.kind = o->kind;
-  s.lr = (float)o->lr;
-  s.wd = o->kind == MDLRT_ADAMW ? 0.0f : (float)o->weight_decay;
-  s.mu = (float)o->momentum;
-  s.b1 = (float)o->beta1, s.omb1 = (float)(1.0 - o->beta1);
-  s.b2 = (float)o->beta2, s.omb2 = (float)(1.0 - o->beta2);
-  s.eps = (float)o->eps;
-  s.decay = (float)(1.0 - o->lr * o->weight_decay);
-  k_optim<<<grid_for(p.n), 256, 0, mdlrt_rt.stream>>>(s, p, g, m, s0, s1);
   KERNEL_CHECK();
 }
 

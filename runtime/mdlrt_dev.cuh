@@ -1,6 +1,8 @@
 /* runtime/mdlrt_dev.cuh: what the runtime's translation units share and
  * emitted code never sees: the check macros, the device-side view of a
- * tensor, loads and stores in any float dtype, and the launch helpers.
+ * tensor, loads and stores in any float dtype, the launch helpers, and
+ * (last, in sections named after the file that defines them) the helpers
+ * that more than one family of ops uses.
  *
  * Every kernel computes in f32 and reaches memory through a View (base
  * pointer already offset, dtype, shape, strides). `vofs` turns a row-major
@@ -47,6 +49,10 @@
 /* After every launch: the launch error, and with MDLRT_SYNC=1 the fault. */
 #define KERNEL_CHECK() mdlrt_after_launch(__FILE__, __LINE__)
 void mdlrt_after_launch(const char *file, int line);
+/* An op, kind or dtype code that the runtime does not know (a caller's
+ * bug): names it, the op running and the place, exits 3 as mdlrt_fail. */
+[[noreturn]] void mdlrt_bad_code(const char *what, int code, const char *file,
+                                 int line);
 
 /* What changes between steps (mdlrt_step_begin). */
 struct StepVars {
@@ -285,5 +291,114 @@ static inline unsigned grid_for(int64_t n) {
 #define GRID_LOOP(i, n)                                                      \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);  \
        i += (int64_t)gridDim.x * blockDim.x)
+
+/* The contiguous fast path of the maps over elements (mdlrt_copy and
+ * mdlrt_pointwise.cu): thread per 8 elements (ld8/st8), the tail (n % 8)
+ * by block 0. Launched with vec_grid(n). */
+#define VEC_LOOP(i, n)                                                       \
+  for (int64_t i = 8 * (blockIdx.x * (int64_t)blockDim.x + threadIdx.x);     \
+       i + 8 <= (n); i += 8 * (int64_t)gridDim.x * blockDim.x)
+#define TAIL_LOOP(i, n)                                                      \
+  if (blockIdx.x == 0)                                                       \
+    for (int64_t i = ((n) & ~(int64_t)7) + threadIdx.x; i < (n);             \
+         i += blockDim.x)
+static inline unsigned vec_grid(int64_t n) { return grid_for((n + 7) / 8); }
+
+/* ---- loads and stores of one float dtype, known at compile time ---------
+ * For the fast paths of pooling's backward and of the norms (mdlrt_pool.cu,
+ * mdlrt_norm.cu): the dtype's raw storage S, its widening to f32 (exact)
+ * and the rounding of an f32 to it (to nearest even, as stf), and NG, the
+ * elements of 16 bytes. */
+template <int DT> struct NT;
+template <> struct NT<MDLRT_F32> {
+  typedef uint32_t S;
+  enum { NG = 4 };
+  static __device__ __forceinline__ float ld(S u) { return __uint_as_float(u); }
+  static __device__ __forceinline__ S st(float f) { return __float_as_uint(f); }
+};
+template <> struct NT<MDLRT_F16> {
+  typedef uint16_t S;
+  enum { NG = 8 };
+  static __device__ __forceinline__ float ld(S u) {
+    return __half2float(__ushort_as_half(u));
+  }
+  static __device__ __forceinline__ S st(float f) {
+    return __half_as_ushort(__float2half(f));
+  }
+};
+template <> struct NT<MDLRT_BF16> {
+  typedef uint16_t S;
+  enum { NG = 8 };
+  static __device__ __forceinline__ float ld(S u) {
+    return __uint_as_float((uint32_t)u << 16);
+  }
+  static __device__ __forceinline__ S st(float f) {
+    return __bfloat16_as_ushort(__float2bfloat16(f));
+  }
+};
+
+/* V elements of raw storage: one aligned load or store. */
+template <typename S, int V> struct alignas(sizeof(S) * V) NPack {
+  S e[V];
+};
+
+/* ---- helpers shared by the families, by the file that defines them ---- */
+
+/* ---- runtime/mdlrt_linear.cu ----------------------------------------- */
+
+/* Row-major C[m,n] = op(A) op(B) + beta C through cuBLAS, `batch` times
+ * with element strides sA, sB, sC between the matrices; A is [m,k] ([k,m]
+ * if ta), B is [k,n] ([n,k] if tb). sC == 0 with batch > 1 (a broadcast
+ * operand's gradient) runs the batch one by one, accumulating. */
+void mdlrt_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                const View &A, const View &B, const View &C, float beta,
+                int64_t batch, int64_t sA, int64_t sB, int64_t sC);
+/* y = b broadcast: y[i] = b[(i / inner) % N] (a bias over [M, N] rows,
+ * inner = 1, or over NCHW channels, inner = HW), before a product adds
+ * onto it. */
+void mdlrt_bias_fill(const View &y, const View &b, int64_t N, int64_t inner);
+
+/* ---- runtime/mdlrt_reduce.cu ----------------------------------------- */
+
+/* Per-channel reductions over x[outer, C, inner].
+ * Bias gradients, batchnorm's statistics and the norms' weight gradients
+ * all sum, for each channel c, a function of the elements (o, c, h) at
+ * (o C + c) inner + h (contiguous). The work is split over channels and
+ * over chunks of `outer`, so that every SM has blocks: with inner > 1 a
+ * block takes one channel and one chunk, its threads walking the chunk's
+ * rows of `inner` contiguous elements; with inner == 1 (a [rows, C]
+ * matrix) a block takes 32 adjacent channels (a warp reads 32 adjacent
+ * elements) and one chunk of rows. Each block's partial sums go to the
+ * workspace (memory.md: the only scratch), and a second kernel adds a
+ * channel's partials in chunk order (deterministic) and applies the
+ * epilogue; with one chunk the first kernel applies it directly. */
+enum { CR_SUM, CR_SQDEV, CR_DYXHAT };            /* what is summed */
+enum { EP_STORE, EP_BN_MEAN, EP_BN_VAR, EP_WGRAD }; /* what totals become */
+
+struct CRed {
+  int what;             /* CR_SUM: s0 = sum a. CR_SQDEV: s0 = sum (a -
+                           mean[c])^2. CR_DYXHAT: s0 = sum a (dy), s1 =
+                           sum a (b - mean[si]) rstd[si] (b: x) */
+  int ep;               /* EP_... */
+  View a, b;            /* the summed tensors */
+  View mean, rstd;      /* statistics (f32) */
+  int64_t outer, C, inner;
+  int64_t G, cpg;       /* CR_DYXHAT: statistic si = o G + c / cpg, or c
+                           if G == 0 (batchnorm) */
+  View out0, out1;      /* EP_STORE: out0 (+)= s0. EP_BN_MEAN: out0 =
+                           mean. EP_BN_VAR: out0 = invstd. EP_WGRAD: out0
+                           (dw) (+)= s1, out1 (db) (+)= s0 */
+  int acc0, acc1;       /* accumulate into out0, out1 */
+  View rm, rv;          /* EP_BN_VAR: running statistics, updated */
+  float eps;            /* EP_BN_VAR */
+  float *tot;           /* EP_WGRAD: s0, s1 of channel c also at tot[2c] */
+};
+
+/* Runs reduction r; the partials take the workspace after its first
+ * `skip` floats (r.tot's). */
+void mdlrt_cred_run(const CRed &r, int64_t skip);
+/* db[c] (+)= sum of dy[outer, C, inner] over all but c. */
+void mdlrt_chan_sum(const View &db, int accum, const View &dy, int64_t outer,
+                    int64_t C, int64_t inner);
 
 #endif /* MDLRT_DEV_CUH */

@@ -183,7 +183,7 @@ static void t_conv_big(const char *name, int dt) {
   end();
 }
 
-/* The backward-filter through im2col + cuBLAS (mdlrt_nn.cu, fg_run) into a
+/* The backward-filter through im2col + cuBLAS (mdlrt_conv.cu, fg_run) into a
  * dw that holds values (aw = 1). Its chunk rule: n images a chunk need the
  * f32 accumulator, dy's chunk (n > 1), n images' columns and 4 MiB left for
  * cuBLAS; failing that, one image needs the accumulator and its columns
@@ -314,12 +314,12 @@ static void t_norms(void) {
 }
 
 /* ---- the fast paths of batchnorm, groupnorm and pooling's backward -------
- * (mdlrt_nn.cu) at sizes where they run, at odd sizes, and where they give
- * way (a workspace of 0 bytes, or one too small for segments). Each norm
- * case runs a second time on copies that start one element off 16-byte
- * alignment (the loads' width changes, the order of the sums must not):
- * "same" is 1 if every output of the second run equals the first's bit
- * for bit. */
+ * (mdlrt_norm.cu, mdlrt_pool.cu) at sizes where they run, at odd sizes,
+ * and where they give way (a workspace of 0 bytes, or one too small for
+ * segments). Each norm case runs a second time on copies that start one
+ * element off 16-byte alignment (the loads' width changes, the order of
+ * the sums must not): "same" is 1 if every output of the second run equals
+ * the first's bit for bit. */
 
 /* Packed, uniform in [shift - 1, shift + 1) if fill (else zeros), its
  * first element `off` elements into its buffer. */
