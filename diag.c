@@ -198,3 +198,10 @@ _Noreturn void internal_error(const char *file, int line, const char *fmt,
   fflush(stderr);
   abort();
 }
+
+const char *loc_str(Loc l, const char *none) {
+  if (l.file < 0) return none;
+  int line, col;
+  src_linecol(l.file, l.begin, &line, &col);
+  return xsprintf("%s:%d:%d", src_path(l.file), line, col);
+}

@@ -310,18 +310,6 @@ known:;
   return g;
 }
 
-/* A JSON string (names are identifiers with [ ] / : . #, but be safe). */
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; s && *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
-
 /* --budget: the segments placed (first and last op by path name and source
  * line), the new peak and where, the extra FLOPs; exit 1 when nothing
  * fits, with the smallest peak found and its breakdown. */

@@ -65,6 +65,8 @@ bool add_ok(int64_t a, int64_t b, int64_t *out);
 bool parse_size(const char *s, int64_t *out);
 /* "1.50 GiB" style, into buf (at least 32 bytes); returns buf. */
 const char *fmt_bytes(int64_t bytes, char *buf);
+/* s as a JSON string, quotes and escapes included (NULL: ""). */
+void json_str(FILE *f, const char *s);
 /* Edit distance for did-you-mean suggestions. */
 int edit_distance(const char *a, const char *b);
 /* The candidate closest to `word`, or NULL if none is close enough. */
@@ -90,6 +92,8 @@ const char *src_text(int file);   /* the whole text, NUL-terminated */
 size_t src_len(int file);         /* its length in bytes */
 /* 1-based line and column of a byte offset. */
 void src_linecol(int file, uint32_t off, int *line, int *col);
+/* "file.mdl:5:7", or `none` for NOLOC. */
+const char *loc_str(Loc l, const char *none);
 
 /* User errors: GNU format on stderr, the source line, a caret under the
  * span. Errors are counted; after 20 the compiler stops (exit 1). */

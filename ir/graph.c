@@ -138,13 +138,6 @@ int value_root(const Graph *g, int v) {
 
 /* ---- printing ---------------------------------------------------------- */
 
-static const char *loc_str(Loc l, char *buf) {
-  if (l.file < 0) return strcpy(buf, "?");
-  int line, col;
-  src_linecol(l.file, l.begin, &line, &col);
-  snprintf(buf, 256, "%s:%d:%d", src_path(l.file), line, col);
-  return buf;
-}
 
 static void dump_attrs(const Node *n, FILE *f) {
   if (op_def[n->op]->attrs) op_def[n->op]->attrs(n, f);
@@ -188,7 +181,6 @@ static void dump_refs(const Ref *r, int n, FILE *f) {
 }
 
 void graph_dump(const Graph *g, FILE *f, bool with_step) {
-  char lb[256];
   fprintf(f, "model %s  precision=%s optimizer=%s workspace=%lld\n",
           g->model_name ? g->model_name : "?", precision_name[g->cfg.precision],
           optimizer_name[g->cfg.optimizer], (long long)g->cfg.workspace);
@@ -217,7 +209,7 @@ void graph_dump(const Graph *g, FILE *f, bool with_step) {
     if (n->segment >= 0) fprintf(f, " seg=%d", n->segment);
     if (n->dtype_override >= 0)
       fprintf(f, " dtype=%s", dtype_name((DType)n->dtype_override));
-    fprintf(f, " @%s\n", loc_str(n->loc, lb));
+    fprintf(f, " @%s\n", loc_str(n->loc, "?"));
   }
   if (g->loss >= 0) fprintf(f, "loss %%%d\n", g->loss);
   for (int v = 0; v < g->nvals; v++)

@@ -50,13 +50,7 @@ static const char *cstr(const char *s) {
   return b.s ? b.s : "";
 }
 
-/* "file.mdl:5:7", or "no location". */
-const char *emit_loc(Loc l) {
-  if (l.file < 0) return "no location";
-  int line, col;
-  src_linecol(l.file, l.begin, &line, &col);
-  return xsprintf("%s:%d:%d", src_path(l.file), line, col);
-}
+const char *emit_loc(Loc l) { return loc_str(l, "no location"); }
 
 static const char *val_desc(const Graph *g, int v) {
   char sh[160];

@@ -40,12 +40,6 @@ static int64_t model_state_bytes(const Graph *g) {
   return n;
 }
 
-static const char *loc_text(Loc l) {
-  if (l.file < 0) return "";
-  int line, col;
-  src_linecol(l.file, l.begin, &line, &col);
-  return xsprintf("%s:%d:%d", src_path(l.file), line, col);
-}
 
 const char *instr_describe(const Graph *g, int i) {
   if (i < 0) return "before the first instruction (persistent buffers only)";
@@ -67,7 +61,7 @@ const char *instr_describe(const Graph *g, int i) {
                                                             ? "backward"
                                                             : "recomputation";
     return xsprintf("%s of %s '%s' (%s)", what, op_info[n->op].name, n->name,
-                    loc_text(n->loc));
+                    loc_str(n->loc, ""));
   }
   case IK_COUNT:
     break;
@@ -98,16 +92,6 @@ int largest_at_peak(const Graph *g, int *bufs, int max) {
   return n;
 }
 
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
 
 /* Live bytes once the forward pass is over (after the last forward
  * instruction's frees): the persistent bytes plus everything saved for the
