@@ -158,11 +158,15 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
  * ir/ops.c: the operator table (generated from ir/ops.def)
  * ====================================================================== */
 
+/* Save rules: which forward operands an op's backward reads. */
+#define SV_IN(k) (1 << (k)) /* saves forward input k (k < 8) */
 enum {
-  SV_IN0 = 1,   /* saves forward input 0 */
-  SV_IN1 = 2,   /* saves forward input 1 */
-  SV_OUT = 4,   /* saves output 0 */
-  SV_EXTRA = 8, /* saves its extra outputs */
+  SV_IN0 = SV_IN(0),
+  SV_IN1 = SV_IN(1),
+  SV_IN2 = SV_IN(2),
+  SV_IN3 = SV_IN(3),
+  SV_OUT = 1 << 8,    /* saves output 0 */
+  SV_EXTRA = 1 << 9,  /* saves its extra outputs */
 };
 
 /* Op flags (ir/ops.def says what each means). */
@@ -1141,6 +1145,9 @@ extern const OpDef *const op_def[OP_COUNT];
 #include "ir/ops.def"
 #undef X
 
+/* Whether n's save rule keeps forward input k / output o. */
+bool op_saves_input(const Node *n, int k);
+bool op_saves_output(const Graph *g, const Node *n, int o);
 /* FLOPs of one forward run of node n (op_def's flops). */
 int64_t op_flops(const Graph *g, int n);
 /* a * b and a + b saturating at INT64_MAX (FLOPs are estimates). */

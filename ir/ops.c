@@ -58,6 +58,16 @@ int64_t flops_none(const Graph *g, const Node *n) {
   return 0;
 }
 
+bool op_saves_input(const Node *n, int k) {
+  return k < 8 && (op_info[n->op].save & SV_IN(k));
+}
+
+bool op_saves_output(const Graph *g, const Node *n, int o) {
+  int sv = op_info[n->op].save;
+  if (g->vals[n->out[o]].is_extra) return sv & SV_EXTRA;
+  return o == 0 && (sv & SV_OUT);
+}
+
 int64_t op_flops(const Graph *g, int n) {
   const Node *nd = &g->nodes[n];
   ASSERT(nd->op >= 0 && nd->op < OP_COUNT);

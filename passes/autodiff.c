@@ -254,17 +254,6 @@ static Ref contribute(Graph *g, int v, bool *accum) {
   return (Ref){g->grad_buf[r], v};
 }
 
-static bool saved_operand(const Node *n, int k) {
-  int sv = op_info[n->op].save;
-  return (k == 0 && (sv & SV_IN0)) || (k == 1 && (sv & SV_IN1));
-}
-
-static bool saved_output(const Graph *g, const Node *n, int o) {
-  int sv = op_info[n->op].save;
-  if (g->vals[n->out[o]].is_extra) return sv & SV_EXTRA;
-  return o == 0 && (sv & SV_OUT);
-}
-
 static bool resident(const Graph *g, int v) {
   return g->vals[value_root(g, v)].kind != VK_ACT;
 }
@@ -277,12 +266,12 @@ static void emit_backward(Step *s, int i) {
   int p = 0;
   for (int k = 0; k < n->nin; k++) {
     int v = n->in[k];
-    in->in[p++] = saved_operand(n, k) || resident(g, v) ? ref_of(s, v, seg)
+    in->in[p++] = op_saves_input(n, k) || resident(g, v) ? ref_of(s, v, seg)
                                                         : (Ref){-1, v};
   }
   for (int o = 0; o < n->nout; o++) {
     int v = n->out[o];
-    in->in[p++] = saved_output(g, n, o) ? ref_of(s, v, seg) : (Ref){-1, v};
+    in->in[p++] = op_saves_output(g, n, o) ? ref_of(s, v, seg) : (Ref){-1, v};
   }
   for (int o = 0; o < n->nreal; o++) {
     int v = n->out[o];

@@ -306,12 +306,10 @@ static void run_forward(Exec *e, const Instr *in) {
 /* Whether backward operand k of n (inputs, then outputs) is declared by
  * the op's save rule, or resident anyway. */
 static bool declared(const Exec *e, const Node *n, int k) {
-  int sv = op_info[n->op].save, ni = n->nin;
-  if (e->st->narrow && n->op == e->st->narrow_op) sv = 0;
+  int ni = n->nin;
   if (k < ni && e->g->vals[n->in[k]].kind != VK_ACT) return true;
-  return (k == 0 && (sv & SV_IN0)) || (k == 1 && (sv & SV_IN1)) ||
-         (k == ni && (sv & SV_OUT)) ||
-         (k >= ni + n->nreal && k < ni + n->nout && (sv & SV_EXTRA));
+  if (e->st->narrow && n->op == e->st->narrow_op) return false;
+  return k < ni ? op_saves_input(n, k) : op_saves_output(e->g, n, k - ni);
 }
 
 static void run_backward(Exec *e, const Instr *in) {

@@ -225,8 +225,8 @@ static const char *saved_text(const Node *n) {
   int sv = op_info[n->op].save;
   if (!sv) return "nothing";
   StrBuf sb = {0};
-  if (sv & SV_IN0) sb_printf(&sb, "%sinput 0", sb.n ? ", " : "");
-  if (sv & SV_IN1) sb_printf(&sb, "%sinput 1", sb.n ? ", " : "");
+  for (int k = 0; k < 8; k++)
+    if (sv & SV_IN(k)) sb_printf(&sb, "%sinput %d", sb.n ? ", " : "", k);
   if (sv & SV_OUT) sb_printf(&sb, "%soutput", sb.n ? ", " : "");
   if (sv & SV_EXTRA) sb_printf(&sb, "%sextras", sb.n ? ", " : "");
   return sb.s;

@@ -57,9 +57,9 @@ static bool keeps_activation(const Graph *g, Op op) {
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     if (n->op != op) continue;
-    if ((sv & SV_IN0) && g->vals[n->in[0]].kind == VK_ACT) return true;
-    if ((sv & SV_IN1) && n->nin > 1 && g->vals[n->in[1]].kind == VK_ACT)
-      return true;
+    for (int k = 0; k < n->nin; k++)
+      if (op_saves_input(n, k) && g->vals[n->in[k]].kind == VK_ACT)
+        return true;
     if (sv & (SV_OUT | SV_EXTRA)) return true;
   }
   return false;
