@@ -196,15 +196,30 @@ void mdlrt_batchnorm_fwd(mdlrt_ref y, mdlrt_ref mean, mdlrt_ref invstd,
 void mdlrt_batchnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
                          mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
                          mdlrt_ref mean, mdlrt_ref invstd, mdlrt_ref w);
+/* batchnorm and groupnorm compute in x's dtype (x, y, dy, dx may be 16-bit)
+ * and read w, b and the running statistics, and write dw, db, in theirs
+ * (f32 under the mixed policies). */
 
-/* Elementwise, any strides; `op`: */
+/* rmsnorm over the last dim D: y = x rstd w, rstd = 1/sqrt(mean(x^2) +
+ * eps) saved (f32, one per row); w[D] in x's dtype or f32; y, dy in any
+ * float dtype; x any strides. dw (+)= sum over rows of dy x rstd (a fixed
+ * order); dx (+)= rstd (g - x rstd mean(g x rstd)), g = dy w. */
+void mdlrt_rmsnorm_fwd(mdlrt_ref y, mdlrt_ref rstd, mdlrt_ref x, mdlrt_ref w,
+                       double eps);
+void mdlrt_rmsnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                       mdlrt_ref dy, mdlrt_ref x, mdlrt_ref rstd,
+                       mdlrt_ref w);
+
+/* Elementwise, any strides; `op` (new codes are appended, so a code keeps
+ * its value; softplus is PyTorch's: x > 20 ? x : log1p(exp(x))): */
 enum {
   MDLRT_RELU, MDLRT_GELU, MDLRT_SILU, MDLRT_TANH, MDLRT_SIGMOID,
-  MDLRT_SCALE, MDLRT_COPY
+  MDLRT_SCALE, MDLRT_COPY, MDLRT_EXP, MDLRT_SOFTPLUS
 };
 void mdlrt_unary_fwd(int op, mdlrt_ref y, mdlrt_ref x, double c);
-/* dx (+)= dy * f'(...) where `s` is what the op saved: the input for gelu
- * and silu, the output for relu, tanh and sigmoid (ignored by scale). */
+/* dx (+)= dy * f'(...) where `s` is what the op saved: the input for gelu,
+ * silu and softplus, the output for relu, tanh, sigmoid and exp (ignored
+ * by scale and copy). */
 void mdlrt_unary_bwd(int op, mdlrt_ref dx, int accum, mdlrt_ref dy,
                      mdlrt_ref s, double c);
 
@@ -221,6 +236,23 @@ void mdlrt_dropout_fwd(mdlrt_ref y, mdlrt_ref mask, mdlrt_ref x, double p,
                        uint64_t node);
 void mdlrt_dropout_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, mdlrt_ref mask,
                        double p);
+
+/* rope, rotary position embedding ("rotate half", as Llama and GPT-NeoX):
+ * x[..., S, Dh], Dh even, h = Dh/2, any strides; the position p of a row
+ * is its index in dim -2; pair (i, i + h), i < h, turns by the angle
+ * p * base^(-2i/Dh), computed in f32 as PyTorch's recipe does:
+ *   y_i = x_i cos - x_{i+h} sin,  y_{i+h} = x_{i+h} cos + x_i sin.
+ * The backward turns dy by the opposite angle. */
+void mdlrt_rope_fwd(mdlrt_ref y, mdlrt_ref x, double base);
+void mdlrt_rope_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, double base);
+
+/* mean (mean = 1) or sum over one axis of x (0 <= axis < x's rank), any
+ * strides; y has x's shape without that dim (or with it as 1). f32
+ * accumulation in a fixed order. The backward broadcasts dy along the
+ * axis (divided by its extent for mean) into dx, x's shape. */
+void mdlrt_reduce_fwd(int mean, mdlrt_ref y, mdlrt_ref x, int axis);
+void mdlrt_reduce_bwd(int mean, mdlrt_ref dx, int accum, mdlrt_ref dy,
+                      int axis);
 
 /* softmax over the last dim; causal masks column > row (row = index in
  * the second-to-last dim). */

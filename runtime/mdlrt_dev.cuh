@@ -151,6 +151,15 @@ __device__ __forceinline__ void stf(const View &v, int64_t o, float x,
   }
 }
 
+/* Element i, numbered row-major, of a view through its strides. */
+__device__ __forceinline__ float ldv(const View &v, int64_t i) {
+  return ldf(v, vofs(v, i));
+}
+__device__ __forceinline__ void stv(const View &v, int64_t i, float x,
+                                    int accum) {
+  stf(v, vofs(v, i), x, accum);
+}
+
 __device__ __forceinline__ void atomic_addf(const View &v, int64_t o,
                                             float x) {
   switch (v.dt) {
@@ -372,13 +381,15 @@ void mdlrt_bias_fill(const View &y, const View &b, int64_t N, int64_t inner);
  * workspace (memory.md: the only scratch), and a second kernel adds a
  * channel's partials in chunk order (deterministic) and applies the
  * epilogue; with one chunk the first kernel applies it directly. */
-enum { CR_SUM, CR_SQDEV, CR_DYXHAT };            /* what is summed */
+enum { CR_SUM, CR_SQDEV, CR_DYXHAT, CR_DYXRMS }; /* what is summed */
 enum { EP_STORE, EP_BN_MEAN, EP_BN_VAR, EP_WGRAD }; /* what totals become */
 
 struct CRed {
   int what;             /* CR_SUM: s0 = sum a. CR_SQDEV: s0 = sum (a -
                            mean[c])^2. CR_DYXHAT: s0 = sum a (dy), s1 =
-                           sum a (b - mean[si]) rstd[si] (b: x) */
+                           sum a (b - mean[si]) rstd[si] (b: x).
+                           CR_DYXRMS (rmsnorm): s0 = sum a, s1 = sum a b
+                           rstd[o] */
   int ep;               /* EP_... */
   View a, b;            /* the summed tensors */
   View mean, rstd;      /* statistics (f32) */

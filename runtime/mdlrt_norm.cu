@@ -1,9 +1,10 @@
 /* runtime/mdlrt_norm.cu: the normalisations, forward and backward:
  * batchnorm (statistics per channel, running statistics), groupnorm
- * (instancenorm: G = C) and layernorm. Packed NCHW batchnorm and groupnorm
- * take fast paths (a warp a unit, partials in the workspace, sums whose
- * order depends on the shapes alone); the rest normalise rows, a block a
- * row. Statistics are f32; x, y, dx may be 16-bit with f32 weights.
+ * (instancenorm: G = C), layernorm and rmsnorm. Packed NCHW batchnorm and
+ * groupnorm take fast paths (a warp a unit, partials in the workspace,
+ * sums whose order depends on the shapes alone); the rest normalise rows,
+ * a block a row; rmsnorm takes a warp a row. Statistics are f32; x, y, dx
+ * may be 16-bit with f32 weights.
  */
 #include <math.h>
 #include <stdio.h>
@@ -757,11 +758,11 @@ __global__ void k_rownorm_fwd(View y, View mean, View rstd, View x, View w,
                               View b, RowMap m, float eps) {
   int64_t r = blockIdx.x, base = r * m.L;
   float s = 0.0f;
-  for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) s += ldf(x, base + j);
+  for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) s += ldv(x, base + j);
   float mu = block_sum(s) / (float)m.L;
   float v = 0.0f;
   for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
-    float d = ldf(x, base + j) - mu;
+    float d = ldv(x, base + j) - mu;
     v += d * d;
   }
   float rs = rsqrtf(block_sum(v) / (float)m.L + eps);
@@ -770,12 +771,12 @@ __global__ void k_rownorm_fwd(View y, View mean, View rstd, View x, View w,
     stf(rstd, r, rs, 0);
   }
   for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
-    float o = (ldf(x, base + j) - mu) * rs;
+    float o = (ldv(x, base + j) - mu) * rs;
     if (w.p) {
       int64_t c = row_ch(m, r, j);
       o = o * ldf(w, c) + ldf(b, c);
     }
-    stf(y, base + j, o, 0);
+    stv(y, base + j, o, 0);
   }
 }
 
@@ -786,16 +787,16 @@ __global__ void k_rownorm_bwd(View dx, int accum, View dy, View x, View mean,
   float mu = ldf(mean, r), rs = ldf(rstd, r);
   float sg = 0.0f, sgx = 0.0f;
   for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
-    float g = ldf(dy, base + j) * (w.p ? ldf(w, row_ch(m, r, j)) : 1.0f);
+    float g = ldv(dy, base + j) * (w.p ? ldf(w, row_ch(m, r, j)) : 1.0f);
     sg += g;
-    sgx += g * (ldf(x, base + j) - mu) * rs;
+    sgx += g * (ldv(x, base + j) - mu) * rs;
   }
   sg = block_sum(sg) / (float)m.L;
   sgx = block_sum(sgx) / (float)m.L;
   for (int64_t j = threadIdx.x; j < m.L; j += blockDim.x) {
-    float g = ldf(dy, base + j) * (w.p ? ldf(w, row_ch(m, r, j)) : 1.0f);
-    float xh = (ldf(x, base + j) - mu) * rs;
-    stf(dx, base + j, rs * (g - sg - xh * sgx), accum);
+    float g = ldv(dy, base + j) * (w.p ? ldf(w, row_ch(m, r, j)) : 1.0f);
+    float xh = (ldv(x, base + j) - mu) * rs;
+    stv(dx, base + j, rs * (g - sg - xh * sgx), accum);
   }
 }
 
@@ -868,8 +869,8 @@ __global__ void k_rownorm_wgrad(View dw, int aw, View db, int ab, View dy,
   float sw = 0.0f, sb = 0.0f;
   for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
     int64_t r = (e / m.hw) * m.G + g, col = c0 + e % m.hw;
-    float d = ldf(dy, r * m.L + col);
-    sw += d * (ldf(x, r * m.L + col) - ldf(mean, r)) * ldf(rstd, r);
+    float d = ldv(dy, r * m.L + col);
+    sw += d * (ldv(x, r * m.L + col) - ldf(mean, r)) * ldf(rstd, r);
     sb += d;
   }
   sw = block_sum(sw);
@@ -997,11 +998,11 @@ __global__ void k_bn_fwd(View y, View mean, View invstd, View x, View w,
   if (train) {
     float s = 0.0f;
     for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x)
-      s += ldf(x, ((e / HW) * C + c) * HW + e % HW);
+      s += ldv(x, ((e / HW) * C + c) * HW + e % HW);
     mu = block_sum(s) / (float)cnt;
     float v = 0.0f;
     for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
-      float d = ldf(x, ((e / HW) * C + c) * HW + e % HW) - mu;
+      float d = ldv(x, ((e / HW) * C + c) * HW + e % HW) - mu;
       v += d * d;
     }
     v = block_sum(v);
@@ -1020,7 +1021,7 @@ __global__ void k_bn_fwd(View y, View mean, View invstd, View x, View w,
   float wc = ldf(w, c), bc = ldf(b, c);
   for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
     int64_t o = ((e / HW) * C + c) * HW + e % HW;
-    stf(y, o, (ldf(x, o) - mu) * is * wc + bc, 0);
+    stv(y, o, (ldv(x, o) - mu) * is * wc + bc, 0);
   }
 }
 
@@ -1032,9 +1033,9 @@ __global__ void k_bn_bwd(View dx, int ax, View dw, int aw, View db, int ab,
   float sg = 0.0f, sgx = 0.0f;
   for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
     int64_t o = ((e / HW) * C + c) * HW + e % HW;
-    float d = ldf(dy, o);
+    float d = ldv(dy, o);
     sg += d;
-    sgx += d * (ldf(x, o) - mu) * is;
+    sgx += d * (ldv(x, o) - mu) * is;
   }
   sg = block_sum(sg);
   sgx = block_sum(sgx);
@@ -1046,8 +1047,8 @@ __global__ void k_bn_bwd(View dx, int ax, View dw, int aw, View db, int ab,
   float wc = ldf(w, c), mg = sg / (float)cnt, mgx = sgx / (float)cnt;
   for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
     int64_t o = ((e / HW) * C + c) * HW + e % HW;
-    float xh = (ldf(x, o) - mu) * is;
-    stf(dx, o, wc * is * (ldf(dy, o) - mg - xh * mgx), ax);
+    float xh = (ldv(x, o) - mu) * is;
+    stv(dx, o, wc * is * (ldv(dy, o) - mg - xh * mgx), ax);
   }
 }
 
@@ -1168,4 +1169,190 @@ void mdlrt_batchnorm_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
       mdlrt_view(dy), x, mdlrt_view(mean), mdlrt_view(invstd), mdlrt_view(w),
       N, C, HW);
   KERNEL_CHECK();
+}
+
+/* ---- rmsnorm: y = x rstd w over the last dim ----------------------------
+ * Rows of D elements (x any strides; y, dy, dx too), rstd = 1/sqrt(mean
+ * (x^2) + eps) saved in f32. A warp a row: lane l takes the row's groups
+ * of 8 consecutive elements l, l + 32, l + 64, ... (the last group may be
+ * short), sums in f32 in that order, then the lanes add in a fixed xor
+ * tree. A group is one 16-byte load (two for f32) where every operand is
+ * contiguous, 16-byte aligned and D % 8 == 0, else eight loads through
+ * the strides; the order of the sums is the same either way, so the
+ * results do not depend on alignment.
+ *   forward: y = (x rstd) w.
+ *   backward: g = dy w, S = sum g x; dx (+)= rstd (g - (x rstd) m) with
+ *     m = rstd S / D (the mean of g xhat); dw (+)= sum over rows of dy x
+ *     rstd, through the per-channel reductions (CR_DYXRMS, deterministic,
+ *     partials in the workspace) where dy and x are contiguous, else a
+ *     block a column. */
+
+/* Group j0 / 8 of row r: 8 elements from element j0 (zeros past D). `vec`:
+ * the contiguous 16-byte path (v's row at r D); else through the row's
+ * offset `ro` and the last dim's stride `ls`. */
+__device__ __forceinline__ void rms_ld(const View &v, int vec, int64_t r,
+                                       int64_t ro, int64_t ls, int64_t j0,
+                                       int64_t D, float *f) {
+  if (vec) {
+    ld8(v, r * D + j0, f);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 8; k++)
+    f[k] = j0 + k < D ? ldf(v, ro + (j0 + k) * ls) : 0.0f;
+}
+
+__device__ __forceinline__ void rms_st(const View &v, int vec, int64_t r,
+                                       int64_t ro, int64_t ls, int64_t j0,
+                                       int64_t D, float *f, int accum) {
+  if (vec) {
+    st8(v, r * D + j0, f, accum);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 8; k++)
+    if (j0 + k < D) stf(v, ro + (j0 + k) * ls, f[k], accum);
+}
+
+/* The last dim's stride, as the element offsets above use it. */
+static int64_t last_stride(const View &v) {
+  return v.contig ? 1 : v.st[v.rank - 1];
+}
+
+__device__ __forceinline__ float warp_sum(float s) {
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+
+/* y[rows, D] = x rstd w; rstd[r] saved. */
+__global__ void __launch_bounds__(256)
+    k_rms_fwd(View y, View rstd, View x, View w, int64_t rows, int64_t D,
+              int64_t ysl, int64_t xsl, int64_t wsl, float eps, int vec) {
+  int lane = threadIdx.x & 31;
+  int64_t ngr = (D + 7) / 8;
+  NG_WARPS_BEGIN(r, rows) {
+    int64_t xo = vec ? 0 : vofs(x, r * D), yo = vec ? 0 : vofs(y, r * D);
+    float ss = 0.0f, f[8], g[8];
+    for (int64_t j = lane; j < ngr; j += 32) {
+      rms_ld(x, vec, r, xo, xsl, 8 * j, D, f);
+#pragma unroll
+      for (int k = 0; k < 8; k++) ss = fmaf(f[k], f[k], ss);
+    }
+    float rs = rsqrtf(warp_sum(ss) / (float)D + eps);
+    if (lane == 0) stv(rstd, r, rs, 0);
+    for (int64_t j = lane; j < ngr; j += 32) {
+      rms_ld(x, vec, r, xo, xsl, 8 * j, D, f);
+      rms_ld(w, vec, 0, 0, wsl, 8 * j, D, g);
+#pragma unroll
+      for (int k = 0; k < 8; k++) f[k] = f[k] * rs * g[k];
+      rms_st(y, vec, r, yo, ysl, 8 * j, D, f, 0);
+    }
+  }
+}
+
+/* dx[rows, D] (+)= rstd (g - x rstd m), g = dy w, m = rstd sum(g x) / D. */
+__global__ void __launch_bounds__(256)
+    k_rms_bwd(View dx, int ax, View dy, View x, View rstd, View w,
+              int64_t rows, int64_t D, int64_t dxsl, int64_t dysl,
+              int64_t xsl, int64_t wsl, int vec) {
+  int lane = threadIdx.x & 31;
+  int64_t ngr = (D + 7) / 8;
+  NG_WARPS_BEGIN(r, rows) {
+    int64_t xo = vec ? 0 : vofs(x, r * D), dyo = vec ? 0 : vofs(dy, r * D);
+    int64_t dxo = vec ? 0 : vofs(dx, r * D);
+    float rs = ldv(rstd, r), s = 0.0f;
+    float f[8], g[8], wv[8];
+    for (int64_t j = lane; j < ngr; j += 32) {
+      rms_ld(dy, vec, r, dyo, dysl, 8 * j, D, g);
+      rms_ld(x, vec, r, xo, xsl, 8 * j, D, f);
+      rms_ld(w, vec, 0, 0, wsl, 8 * j, D, wv);
+#pragma unroll
+      for (int k = 0; k < 8; k++) s = fmaf(g[k] * wv[k], f[k], s);
+    }
+    float m = rs * warp_sum(s) / (float)D;
+    for (int64_t j = lane; j < ngr; j += 32) {
+      rms_ld(dy, vec, r, dyo, dysl, 8 * j, D, g);
+      rms_ld(x, vec, r, xo, xsl, 8 * j, D, f);
+      rms_ld(w, vec, 0, 0, wsl, 8 * j, D, wv);
+#pragma unroll
+      for (int k = 0; k < 8; k++) f[k] = rs * (g[k] * wv[k] - f[k] * rs * m);
+      rms_st(dx, vec, r, dxo, dxsl, 8 * j, D, f, ax);
+    }
+  }
+}
+
+/* dw[j] (+)= sum over rows of dy x rstd, a block a column (any strides). */
+__global__ void k_rms_wgrad(View dw, int aw, View dy, View x, View rstd,
+                            int64_t rows, int64_t D) {
+  int64_t j = blockIdx.x;
+  float s = 0.0f;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x)
+    s += ldv(dy, r * D + j) * ldv(x, r * D + j) * ldv(rstd, r);
+  s = block_sum(s);
+  if (threadIdx.x == 0) stv(dw, j, s, aw);
+}
+
+/* rows and D of x; fails unless y (dy, dx), w and rstd fit. */
+static void rms_geo(const char *fn, const View &x, const View &y,
+                    const View &w, const View &rstd, int64_t *rows,
+                    int64_t *D) {
+  if (x.rank < 1 || !x.dim[x.rank - 1] || y.n != x.n || y.rank < 1 ||
+      y.dim[y.rank - 1] != x.dim[x.rank - 1] || w.n != x.dim[x.rank - 1] ||
+      rstd.n * x.dim[x.rank - 1] != x.n)
+    mdlrt_fail("mdlrt", "rmsnorm wants x[..., D], y (dy, dx) of x's shape, "
+               "w[D] and rstd of x's rows", fn, __FILE__, __LINE__);
+  *D = x.dim[x.rank - 1];
+  *rows = x.n / *D;
+}
+
+void mdlrt_rmsnorm_fwd(mdlrt_ref yr, mdlrt_ref rr, mdlrt_ref xr, mdlrt_ref wr,
+                       double eps) {
+  View y = mdlrt_view(yr), rstd = mdlrt_view(rr), x = mdlrt_view(xr);
+  View w = mdlrt_view(wr);
+  int64_t rows, D;
+  rms_geo("mdlrt_rmsnorm_fwd", x, y, w, rstd, &rows, &D);
+  if (!rows) return;
+  int vec = D % 8 == 0 && x.contig && y.contig && w.contig && vec_ok(x) &&
+            vec_ok(y) && vec_ok(w);
+  k_rms_fwd<<<ng_grid(rows), 256, 0, mdlrt_rt.stream>>>(
+      y, rstd, x, w, rows, D, last_stride(y), last_stride(x), last_stride(w),
+      (float)eps, vec);
+  KERNEL_CHECK();
+}
+
+void mdlrt_rmsnorm_bwd(mdlrt_ref dxr, int ax, mdlrt_ref dwr, int aw,
+                       mdlrt_ref dyr, mdlrt_ref xr, mdlrt_ref rr,
+                       mdlrt_ref wr) {
+  View dy = mdlrt_view(dyr), x = mdlrt_view(xr), rstd = mdlrt_view(rr);
+  View w = mdlrt_view(wr), dx = mdlrt_view(dxr), dw = mdlrt_view(dwr);
+  int64_t rows, D;
+  rms_geo("mdlrt_rmsnorm_bwd", x, dy, w, rstd, &rows, &D);
+  if (dx.p && (dx.n != x.n || dx.rank < 1 || dx.dim[dx.rank - 1] != D))
+    mdlrt_fail("mdlrt", "rmsnorm: dx is not of x's shape",
+               "mdlrt_rmsnorm_bwd", __FILE__, __LINE__);
+  if (dw.p && dw.n != D)
+    mdlrt_fail("mdlrt", "rmsnorm: dw is not w[D]", "mdlrt_rmsnorm_bwd",
+               __FILE__, __LINE__);
+  if (!rows) return; /* (dw of no rows: left as it is) */
+  if (dx.p) {
+    int vec = D % 8 == 0 && dx.contig && dy.contig && x.contig && w.contig &&
+              vec_ok(dx) && vec_ok(dy) && vec_ok(x) && vec_ok(w);
+    k_rms_bwd<<<ng_grid(rows), 256, 0, mdlrt_rt.stream>>>(
+        dx, ax, dy, x, rstd, w, rows, D, last_stride(dx), last_stride(dy),
+        last_stride(x), last_stride(w), vec);
+    KERNEL_CHECK();
+  }
+  if (!dw.p) return;
+  if (dy.contig && x.contig && dw.contig && rstd.contig) {
+    CRed r;
+    memset(&r, 0, sizeof r);
+    r.what = CR_DYXRMS, r.ep = EP_WGRAD, r.a = dy, r.b = x, r.rstd = rstd;
+    r.outer = rows, r.C = D, r.inner = 1;
+    r.out0 = dw, r.acc0 = aw;
+    mdlrt_cred_run(r, 0);
+  } else {
+    k_rms_wgrad<<<(unsigned)D, 256, 0, mdlrt_rt.stream>>>(dw, aw, dy, x, rstd,
+                                                          rows, D);
+    KERNEL_CHECK();
+  }
 }

@@ -1,8 +1,9 @@
 /* runtime/mdlrt_pointwise.cu: the maps over elements: the unary ops
- * (activations, scale), add and mul with NumPy broadcasting and the
- * reductions of their backward, and dropout (masks drawn from the shared
- * counter-based RNG at the step on the device, so graph replays redraw).
- * Each has a contiguous path eight elements at a time and a strided one.
+ * (activations, exp, softplus, scale), add and mul with NumPy broadcasting
+ * and the reductions of their backward, dropout (masks drawn from the
+ * shared counter-based RNG at the step on the device, so graph replays
+ * redraw) and rope (rotary position embedding). The maps have a contiguous
+ * path eight elements at a time and a strided one.
  */
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +22,8 @@ __device__ __forceinline__ float unary_f(int op, float x, float c) {
   case MDLRT_SIGMOID: return 1.0f / (1.0f + expf(-x));
   case MDLRT_SCALE: return c * x;
   case MDLRT_COPY: return x;
+  case MDLRT_EXP: return expf(x);
+  case MDLRT_SOFTPLUS: return x > 20.0f ? x : log1pf(expf(x));
   default: __trap(); return 0.0f; /* mdlrt_unary_* reject unknown codes */
   }
 }
@@ -43,6 +46,8 @@ __device__ __forceinline__ float unary_df(int op, float dy, float s,
   case MDLRT_SIGMOID: return dy * s * (1.0f - s);
   case MDLRT_SCALE: return c * dy;
   case MDLRT_COPY: return dy;
+  case MDLRT_EXP: return dy * s;
+  case MDLRT_SOFTPLUS: return s > 20.0f ? dy : dy / (1.0f + expf(-s));
   default: __trap(); return 0.0f; /* mdlrt_unary_* reject unknown codes */
   }
 }
@@ -86,7 +91,7 @@ __global__ void k_unary_bwd_vec(int op, View dx, int accum, View dy, View s,
 
 /* The unary ops' codes (mdlrt.h), for the two entry points to check. */
 static void unary_check(int op, int line) {
-  if (op < MDLRT_RELU || op > MDLRT_COPY)
+  if (op < MDLRT_RELU || op > MDLRT_SOFTPLUS)
     mdlrt_bad_code("unary op", op, __FILE__, line);
 }
 
@@ -310,4 +315,74 @@ void mdlrt_dropout_bwd(mdlrt_ref dxr, int accum, mdlrt_ref dyr,
     k_dropout_bwd<<<grid_for(dx.n), 256, 0, mdlrt_rt.stream>>>(dx, accum, dy,
                                                                m, keep);
   KERNEL_CHECK();
+}
+
+/* ---- rope: rotary position embedding ("rotate half") --------------------
+ * x[..., S, Dh] is rows of Dh elements; row r sits at position p = r % S
+ * (its index in dim -2). With h = Dh / 2, pair (i, i + h) turns by
+ * a = p inv_freq[i]:
+ *   y_i = x_i cos a - x_{i+h} sin a,   y_{i+h} = x_{i+h} cos a + x_i sin a
+ * (sign = -1, the backward: dy turned by -a). inv_freq follows PyTorch's
+ * f32 recipe, 1 / base^(arange(0, Dh, 2) / Dh): e = 2i / Dh rounded to f32,
+ * base^e rounded to f32 (from a double pow: correctly rounded but for
+ * ties), its reciprocal in f32; then a = p inv_freq[i] in f32 and cosf,
+ * sinf. E.g. Dh = 4, base 10000: inv_freq = {1, 0.01}; the row at p = 3
+ * turns (x0, x2) by 3 rad and (x1, x3) by 0.03 rad.
+ * A block is 32 x 8 threads: x over i (pairs), y over rows; it computes
+ * the h inverse frequencies once into shared memory, then walks rows. Any
+ * strides: element j of row r is at the row's offset + j times the last
+ * dim's stride. */
+__global__ void __launch_bounds__(256)
+    k_rope(View y, int accum, View x, int64_t rows, int64_t S, int64_t h,
+           float base, float sign) {
+  extern __shared__ float rope_inv[];
+  int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  for (int64_t i = tid; i < h; i += blockDim.x * blockDim.y) {
+    float e = (float)(2 * i) / (float)(2 * h);
+    rope_inv[i] = 1.0f / (float)pow((double)base, (double)e);
+  }
+  __syncthreads();
+  int64_t Dh = 2 * h;
+  int64_t ys = y.contig ? 1 : y.st[y.rank - 1];
+  int64_t xs = x.contig ? 1 : x.st[x.rank - 1];
+  for (int64_t r = blockIdx.x * (int64_t)blockDim.y + threadIdx.y; r < rows;
+       r += (int64_t)gridDim.x * blockDim.y) {
+    int64_t yo = vofs(y, r * Dh), xo = vofs(x, r * Dh);
+    float p = (float)(r % S);
+    for (int64_t i = threadIdx.x; i < h; i += blockDim.x) {
+      float sn, cs;
+      sincosf(p * rope_inv[i], &sn, &cs);
+      sn *= sign;
+      float x0 = ldf(x, xo + i * xs), x1 = ldf(x, xo + (i + h) * xs);
+      stf(y, yo + i * ys, x0 * cs - x1 * sn, accum);
+      stf(y, yo + (i + h) * ys, x1 * cs + x0 * sn, accum);
+    }
+  }
+}
+
+static void rope(const char *fn, mdlrt_ref yr, int accum, mdlrt_ref xr,
+                 double base, float sign) {
+  View y = mdlrt_view(yr), x = mdlrt_view(xr);
+  if (x.rank < 2 || x.dim[x.rank - 1] % 2 || y.n != x.n || y.rank < 1 ||
+      y.dim[y.rank - 1] != x.dim[x.rank - 1])
+    mdlrt_fail("mdlrt", "rope wants x[..., S, Dh] with Dh even and y (dx) "
+               "of x's shape", fn, __FILE__, __LINE__);
+  int64_t Dh = x.dim[x.rank - 1], h = Dh / 2, S = x.dim[x.rank - 2];
+  if (!x.n) return;
+  if (h * 4 > (48 << 10))
+    mdlrt_fail("mdlrt", "rope: Dh above 24576 (the inverse frequencies "
+               "exceed 48 KiB of shared memory)", fn, __FILE__, __LINE__);
+  int64_t rows = x.n / Dh, blocks = (rows + 7) / 8;
+  if (blocks > 2048) blocks = 2048; /* each block reuses its frequencies */
+  k_rope<<<(unsigned)blocks, dim3(32, 8), (size_t)(h * 4), mdlrt_rt.stream>>>(
+      y, accum, x, rows, S, h, (float)base, sign);
+  KERNEL_CHECK();
+}
+
+void mdlrt_rope_fwd(mdlrt_ref y, mdlrt_ref x, double base) {
+  rope("mdlrt_rope_fwd", y, 0, x, base, 1.0f);
+}
+
+void mdlrt_rope_bwd(mdlrt_ref dx, int accum, mdlrt_ref dy, double base) {
+  rope("mdlrt_rope_bwd", dx, accum, dy, base, -1.0f);
 }

@@ -284,6 +284,10 @@ def bn_fast(case, dt, acc, same=True):
     check(case, "dx", t["dx"], plus0(t, "dx", x.grad, acc), *tol)
     check(case, "dw", t["dw"], plus0(t, "dw", w.grad, acc), *tol)
     check(case, "db", t["db"], plus0(t, "db", b.grad, acc), *tol)
+    if "y_inf" in t:  # inference, from the running statistics it updated
+        y = F.batch_norm(t["x"], t["rm"], t["rv"], t["w"], t["b"],
+                         training=False, eps=1e-5)
+        check(case, "y_inf", t["y_inf"], y, *tol)
     if same:
         check(case, "same", t["same"], torch.ones((), dtype=D), 0, 0)
 
@@ -351,6 +355,121 @@ FAST = (
     lambda: pool_fast("pool_wide", "f32", 0, 3, 2, 1, 0),
 )
 
+
+# ---- the kernels added with the family split -----------------------------
+
+
+def unary2(case, dt):
+    t = load(DIR + "/%s.bin" % case)
+    tol = TOL[dt]
+    for k in "ab":
+        (x,) = req(t[k + "_x"])
+        y = torch.exp(x)
+        y.backward(t[k + "_dy"])
+        check(case, k + "_exp_y", t[k + "_exp_y"], y, *tol)
+        check(case, k + "_exp_dx", t[k + "_exp_dx"], x.grad, *tol)
+        (x,) = req(t[k + "_xs"])
+        y = F.softplus(x)  # beta 1, threshold 20
+        y.backward(t[k + "_dy"])
+        check(case, k + "_sp_y", t[k + "_sp_y"], y, *tol)
+        check(case, k + "_sp_dx", t[k + "_sp_dx"], t[k + "_sp_dx0"] + x.grad,
+              *tol)
+
+
+def rmsnorm(case, dt, acc, same=True, accw=None):
+    t = load(DIR + "/%s.bin" % case)
+    tol = TOL[dt]
+    x, w = req(t["x"], t["w"])
+    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    y = x * rstd * w
+    y.backward(t["dy"])
+    check(case, "y", t["y"], y, *tol)
+    check(case, "rstd", t["rstd"], rstd.detach().flatten())
+    check(case, "dx", t["dx"], plus0(t, "dx", x.grad, acc), *tol)
+    check(case, "dw", t["dw"], plus0(t, "dw", w.grad, acc if accw is None
+                                     else accw), *tol)
+    if same:
+        check(case, "same", t["same"], torch.ones((), dtype=D), 0, 0)
+
+
+def rope(case, dt, base, acc):
+    # The angle as PyTorch computes it, in f32 (inv_freq = 1 / base^(2i/Dh),
+    # angle = p inv_freq); cos and sin of it in f64. The runtime rounds
+    # base^(2i/Dh) to f32 correctly (from a double pow), PyTorch's f32 pow
+    # may be 1 ulp off: "inv_freq" compares the two (1 ulp allowed), and
+    # the angles' largest difference d widens atol by 2 d max|x| (a turn
+    # by d moves a pair by at most d (|x_i| + |x_{i+h}|)).
+    t = load(DIR + "/%s.bin" % case)
+    tol = TOL[dt]
+    (x,) = req(t["x"])
+    S, Dh = x.shape[-2], x.shape[-1]
+    h = Dh // 2
+    e = torch.arange(0, Dh, 2, dtype=torch.int64).float() / Dh
+    inv = 1.0 / (base ** e)
+    inv_rt = 1.0 / (float(torch.tensor(base, dtype=torch.float32))
+                    ** e.to(D)).float()
+    check(case, "inv_freq", inv_rt.to(D), inv, 0, 1.2e-7)
+    pos = torch.arange(S, dtype=torch.float32)
+    ang = torch.outer(pos, inv).to(D)
+    d = float((torch.outer(pos, inv_rt).to(D) - ang).abs().max())
+    cos, sin = ang.cos(), ang.sin()
+    a, b = x[..., :h], x[..., h:]
+    y = torch.cat((a * cos - b * sin, b * cos + a * sin), -1)
+    y.backward(t["dy"])
+    wide = 2 * d * float(max(t["x"].abs().max(), t["dy"].abs().max()))
+    check(case, "y", t["y"], y, tol[0] + wide, tol[1])
+    check(case, "dx", t["dx"], plus0(t, "dx", x.grad, acc), tol[0] + wide,
+          tol[1])
+
+
+def reduce_axis(case, dt, axis, keep, mean, acc, tol=None):
+    t = load(DIR + "/%s.bin" % case)
+    tol = tol or TOL[dt]
+    (x,) = req(t["x"])
+    y = x.mean(axis, keepdim=keep) if mean else x.sum(axis, keepdim=keep)
+    y.backward(t["dy"].reshape(y.shape))
+    check(case, "y", t["y"], y, *tol)
+    check(case, "dx", t["dx"], plus0(t, "dx", x.grad, acc), *tol)
+
+
+NEW = (
+    lambda: unary2("unary2_f32", "f32"),
+    lambda: unary2("unary2_f16", "f16"),
+    lambda: unary2("unary2_bf16", "bf16"),
+    lambda: rmsnorm("rms_768_f32", "f32", 0),
+    lambda: rmsnorm("rms_768_mix16", "f16", 1),
+    lambda: rmsnorm("rms_4096_bf16", "bf16", 0),
+    lambda: rmsnorm("rms_4096_mixbf", "bf16", 1),
+    lambda: rmsnorm("rms_odd_f32", "f32", 1),
+    lambda: rmsnorm("rms_odd_f16", "f16", 0),
+    lambda: rmsnorm("rms_strided", "f16", 1, same=False, accw=0),
+    lambda: rope("rope_f32_strided", "f32", 10000.0, 1),
+    lambda: rope("rope_f16", "f16", 10000.0, 0),
+    lambda: rope("rope_bf16_strided", "bf16", 10000.0, 1),
+    lambda: rope("rope_f32_long", "f32", 500000.0, 0),
+    lambda: reduce_axis("red_last_f32", "f32", 1, False, True, 0),
+    lambda: reduce_axis("red_last_big", "f32", 1, True, False, 1,
+                        (1e-3, 1e-4)),
+    lambda: reduce_axis("red_mid_f16", "f16", 1, False, True, 0),
+    lambda: reduce_axis("red_mid_acc", "f32", 1, True, False, 1, (1e-4, 1e-4)),
+    lambda: reduce_axis("red_first_bf16", "bf16", 0, True, False, 1),
+    lambda: reduce_axis("red_strided_mid", "f32", 1, False, True, 0),
+    lambda: reduce_axis("red_strided_last", "f32", 2, True, False, 1),
+    lambda: reduce_axis("red_rank1", "f32", 0, False, False, 0, (1e-4, 1e-4)),
+    lambda: reduce_axis("red_ws0", "f32", 1, False, True, 0),
+    lambda: bn_fast("bn_mix_f16", "f16", 0),
+    lambda: bn_fast("bn_mix_bf16", "bf16", 1),
+    lambda: bn_fast("bn_mix_small", "f16", 1),
+    lambda: bn_fast("bn_mix_strided", "bf16", 0, same=False),
+    lambda: gn_fast("in_mix_f16", "f16", 64, 1, 0),
+    lambda: gn_fast("in_mix_unit", "bf16", 8, 1, 1),
+    lambda: gn_fast("in_mix_small", "f16", 6, 1, 1),
+    lambda: gn_fast("in_mix_strided", "f16", 3, 1, 0, same=False),
+    lambda: gn_fast("gn_mix_g4", "f16", 4, 1, 0),
+    lambda: bn_fast("bn_mix_ws0", "bf16", 1),
+    lambda: gn_fast("in_mix_ws0", "bf16", 8, 1, 1, same=False),
+)
+
 DIR = sys.argv[1]
 for fn in (lambda: linear("linear", (1e-5, 1e-4)),
            lambda: linear("linear_bf16", (2e-2, 2e-2)),
@@ -366,12 +485,12 @@ for fn in (lambda: linear("linear", (1e-5, 1e-4)),
            lambda: conv_gemm("conv2d_gemm_f32", 1, 1, 1, 1, (1e-4, 1e-4)),
            lambda: conv_gemm("conv2d_gemm_grp", 1, 1, 1, 4, (1e-1, 1e-2)),
            lambda: conv_big("conv2d_f32_chunk", (1e-4, 1e-4)), pool, norms, *FAST,
-           elementwise, rowops, optim):
+           elementwise, rowops, optim, *NEW):
     try:
         fn()
     except Exception as e:  # a crash in one case is a failure, not the end
         fails += 1
-        rows.append("exception: %r" % (e,))
+        rows.append("exception: %s: %s" % (type(e).__name__, e))
 print("\n".join(rows))
 print("rt_check: %d checks, %d failed" % (len(rows), fails))
 sys.exit(1 if fails else 0)

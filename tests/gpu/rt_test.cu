@@ -376,18 +376,24 @@ static void fp_free(std::initializer_list<Tensor *> ts) {
 }
 
 /* batchnorm, training, forward and backward; x shifted (statistics away
- * from 0), running statistics; dx, dw, db overwritten or (acc) added to. */
+ * from 0), running statistics; dx, dw, db overwritten or (acc) added to.
+ * w, b, dw, db in wdt (x's dtype if < 0; f32 under the mixed policies);
+ * infer: also the inference forward from the updated running statistics
+ * ("y_inf"). */
 static void t_bn_fast(const char *name, int dt, int64_t N, int64_t C,
-                      int64_t H, int64_t W, double shift, int acc) {
+                      int64_t H, int64_t W, double shift, int acc,
+                      int wdt = -1, int infer = 0) {
   begin(name);
+  if (wdt < 0) wdt = dt;
   int64_t d[4] = {N, C, H, W}, dc[1] = {C};
   Tensor x = fp_tensor(dt, 4, d, shift, 0, 1);
   Tensor dy = fp_tensor(dt, 4, d, 0, 0, 1);
-  Tensor w = fp_tensor(dt, 1, dc, 0, 0, 1), b = fp_tensor(dt, 1, dc, 0, 0, 1);
+  Tensor w = fp_tensor(wdt, 1, dc, 0, 0, 1);
+  Tensor b = fp_tensor(wdt, 1, dc, 0, 0, 1);
   Tensor rm = fp_tensor(F, 1, dc, 0, 0, 1), rv = fp_tensor(F, 1, dc, 2, 0, 1);
   Tensor dx = fp_tensor(dt, 4, d, 0, 0, acc);
-  Tensor dw = fp_tensor(dt, 1, dc, 0, 0, acc);
-  Tensor db = fp_tensor(dt, 1, dc, 0, 0, acc);
+  Tensor dw = fp_tensor(wdt, 1, dc, 0, 0, acc);
+  Tensor db = fp_tensor(wdt, 1, dc, 0, 0, acc);
   dump("x", &x), dump("dy", &dy), dump("w", &w), dump("b", &b);
   dump("rm0", &rm), dump("rv0", &rv);
   if (acc) dump("dx0", &dx), dump("dw0", &dw), dump("db0", &db);
@@ -405,6 +411,13 @@ static void t_bn_fast(const char *name, int dt, int64_t N, int64_t C,
                       R(&rv2), 1e-5, 1);
   mdlrt_batchnorm_bwd(R(&dx2), acc, R(&dw2), acc, R(&db2), acc, R(&dy2),
                       R(&x2), R(&m2), R(&is2), R(&w));
+  if (infer) {
+    Tensor yi = fp_tensor(dt, 4, d, 0, 0, 0);
+    mdlrt_batchnorm_fwd(R(&yi), NONE, NONE, R(&x), R(&w), R(&b), R(&rm),
+                        R(&rv), 1e-5, 0);
+    dump("y_inf", &yi);
+    mdlrt_free(yi.p);
+  }
   dump("y", &y), dump("mean", &m), dump("invstd", &is), dump("rm", &rm);
   dump("rv", &rv), dump("dx", &dx), dump("dw", &dw), dump("db", &db);
   fp_flag("same", fp_same(&y, &y2) && fp_same(&m, &m2) &&
@@ -419,15 +432,17 @@ static void t_bn_fast(const char *name, int dt, int64_t N, int64_t C,
 /* groupnorm (G groups; affine or not), forward and backward, as above. */
 static void t_gn_fast(const char *name, int dt, int64_t N, int64_t C,
                       int64_t H, int64_t W, int64_t G, double shift,
-                      int affine, int acc) {
+                      int affine, int acc, int wdt = -1) {
   begin(name);
+  if (wdt < 0) wdt = dt;
   int64_t d[4] = {N, C, H, W}, dc[1] = {C}, ds[1] = {N * G};
   Tensor x = fp_tensor(dt, 4, d, shift, 0, 1);
   Tensor dy = fp_tensor(dt, 4, d, 0, 0, 1);
   Tensor w = {}, b = {}, dw = {}, db = {};
   if (affine) {
-    w = fp_tensor(dt, 1, dc, 0, 0, 1), b = fp_tensor(dt, 1, dc, 0, 0, 1);
-    dw = fp_tensor(dt, 1, dc, 0, 0, acc), db = fp_tensor(dt, 1, dc, 0, 0, acc);
+    w = fp_tensor(wdt, 1, dc, 0, 0, 1), b = fp_tensor(wdt, 1, dc, 0, 0, 1);
+    dw = fp_tensor(wdt, 1, dc, 0, 0, acc);
+    db = fp_tensor(wdt, 1, dc, 0, 0, acc);
   }
   Tensor dx = fp_tensor(dt, 4, d, 0, 0, acc);
   dump("x", &x), dump("dy", &dy);
@@ -645,6 +660,284 @@ static void t_optim(void) {
   end();
 }
 
+/* ---- the kernels added with the family split ---------------------------
+ * exp and softplus, rmsnorm, rope, mean and sum over an axis, and
+ * batchnorm and instancenorm computing in 16-bit x with f32 weights (the
+ * mixed policies) on their fast and generic paths. */
+
+/* Packed, uniform in [-scale, scale). */
+static Tensor sc_tensor(int dt, int rank, const int64_t *dim, double scale) {
+  Tensor x = fp_tensor(dt, rank, dim, 0, 0, 0);
+  int64_t n = numel(&x);
+  double *h = (double *)malloc(n * sizeof(double));
+  for (int64_t i = 0; i < n; i++) h[i] = urand() * scale;
+  mdlrt_write_all(R(&x), h);
+  free(h);
+  return x;
+}
+
+/* A view of `rank` dims `dim` whose element (i...) lies at sum i[d]
+ * st[d] in a packed buffer of `bufn` elements, uniform in [-1, 1) if fill
+ * (else zeros). */
+static Tensor view_tensor(int dt, int rank, const int64_t *dim,
+                          const int64_t *st, int64_t bufn, int fill) {
+  static const int size[] = {4, 2, 2, 4, 8, 1};
+  Tensor x;
+  memset(&x, 0, sizeof x);
+  x.t.dt = dt, x.t.rank = rank;
+  for (int d = 0; d < rank; d++) x.t.dim[d] = dim[d], x.t.st[d] = st[d];
+  x.p = mdlrt_alloc(bufn * size[dt], 1);
+  if (fill) {
+    int64_t n = numel(&x);
+    double *h = (double *)malloc(n * sizeof(double));
+    for (int64_t i = 0; i < n; i++) h[i] = urand();
+    mdlrt_write_all(R(&x), h);
+    free(h);
+  }
+  return x;
+}
+
+/* exp (saves y; dx overwritten) and softplus (saves x; dx added to dx0),
+ * on 200 elements (the 8-wide path) and 63 (and its tail); softplus's x
+ * spans [-30, 30) (both sides of its threshold 20). */
+static void t_unary2(const char *name, int dt) {
+  begin(name);
+  static const int64_t shapes[2][2] = {{5, 40}, {7, 9}};
+  for (int k = 0; k < 2; k++) {
+    const int64_t *d = shapes[k];
+    Tensor x = sc_tensor(dt, 2, d, 4.0), xs = sc_tensor(dt, 2, d, 30.0);
+    Tensor dy = sc_tensor(dt, 2, d, 1.0), dxs = sc_tensor(dt, 2, d, 1.0);
+    Tensor y = fp_tensor(dt, 2, d, 0, 0, 0), dx = fp_tensor(dt, 2, d, 0, 0, 0);
+    Tensor ys = fp_tensor(dt, 2, d, 0, 0, 0);
+    char nm[64];
+#define NM(s) (snprintf(nm, sizeof nm, "%c_%s", 'a' + k, s), nm)
+    dump(NM("x"), &x), dump(NM("xs"), &xs), dump(NM("dy"), &dy);
+    dump(NM("sp_dx0"), &dxs);
+    mdlrt_unary_fwd(MDLRT_EXP, R(&y), R(&x), 0.0);
+    mdlrt_unary_bwd(MDLRT_EXP, R(&dx), 0, R(&dy), R(&y), 0.0);
+    mdlrt_unary_fwd(MDLRT_SOFTPLUS, R(&ys), R(&xs), 0.0);
+    mdlrt_unary_bwd(MDLRT_SOFTPLUS, R(&dxs), 1, R(&dy), R(&xs), 0.0);
+    dump(NM("exp_y"), &y), dump(NM("exp_dx"), &dx);
+    dump(NM("sp_y"), &ys), dump(NM("sp_dx"), &dxs);
+#undef NM
+    fp_free({&x, &xs, &dy, &dxs, &y, &dx, &ys});
+  }
+  end();
+}
+
+/* rmsnorm of x[B, S, D] (xdt) with w (wdt), y and dy in ydt; dx, dw
+ * overwritten or (acc) added to. Run again on copies one element off
+ * alignment (element by element instead of 16 bytes): "same" = bit for
+ * bit equal. */
+static void t_rmsnorm(const char *name, int xdt, int wdt, int ydt, int64_t B,
+                      int64_t S, int64_t D, int acc) {
+  begin(name);
+  int64_t d[3] = {B, S, D}, dr[2] = {B, S}, dd[1] = {D};
+  Tensor x = fp_tensor(xdt, 3, d, 0.5, 0, 1);
+  Tensor w = fp_tensor(wdt, 1, dd, 1, 0, 1);
+  Tensor dy = fp_tensor(ydt, 3, d, 0, 0, 1);
+  Tensor dx = fp_tensor(xdt, 3, d, 0, 0, acc);
+  Tensor dw = fp_tensor(wdt, 1, dd, 0, 0, acc);
+  dump("x", &x), dump("w", &w), dump("dy", &dy);
+  if (acc) dump("dx0", &dx), dump("dw0", &dw);
+  Tensor x2 = fp_off(&x), dy2 = fp_off(&dy), dx2 = fp_off(&dx);
+  Tensor dw2 = fp_off(&dw);
+  Tensor y = fp_tensor(ydt, 3, d, 0, 0, 0), y2 = fp_tensor(ydt, 3, d, 0, 1, 0);
+  Tensor rs = fp_tensor(F, 2, dr, 0, 0, 0), rs2 = fp_tensor(F, 2, dr, 0, 1, 0);
+  mdlrt_rmsnorm_fwd(R(&y), R(&rs), R(&x), R(&w), 1e-6);
+  mdlrt_rmsnorm_bwd(R(&dx), acc, R(&dw), acc, R(&dy), R(&x), R(&rs), R(&w));
+  mdlrt_rmsnorm_fwd(R(&y2), R(&rs2), R(&x2), R(&w), 1e-6);
+  mdlrt_rmsnorm_bwd(R(&dx2), acc, R(&dw2), acc, R(&dy2), R(&x2), R(&rs2),
+                    R(&w));
+  dump("y", &y), dump("rstd", &rs), dump("dx", &dx), dump("dw", &dw);
+  fp_flag("same", fp_same(&y, &y2) && fp_same(&rs, &rs2) &&
+                      fp_same(&dx, &dx2) && fp_same(&dw, &dw2));
+  end();
+  fp_free({&x, &w, &dy, &dx, &dw, &x2, &dy2, &dx2, &dw2, &y, &y2, &rs, &rs2});
+}
+
+/* rmsnorm of a transposed view x[S, B, D] of a [B, S, D] buffer (rows not
+ * evenly spaced): the strided kernels, dw a block a column; dx added to. */
+static void t_rms_strided(const char *name, int dt) {
+  begin(name);
+  int64_t B = 3, S = 5, D = 48;
+  int64_t d[3] = {S, B, D}, st[3] = {D, S * D, 1}, dr[2] = {S, B}, dd[1] = {D};
+  Tensor x = view_tensor(dt, 3, d, st, B * S * D, 1);
+  Tensor w = fp_tensor(F, 1, dd, 1, 0, 1), dy = fp_tensor(dt, 3, d, 0, 0, 1);
+  Tensor dx = view_tensor(dt, 3, d, st, B * S * D, 1);
+  Tensor y = fp_tensor(dt, 3, d, 0, 0, 0), rs = fp_tensor(F, 2, dr, 0, 0, 0);
+  Tensor dw = fp_tensor(F, 1, dd, 0, 0, 0);
+  dump("x", &x), dump("w", &w), dump("dy", &dy), dump("dx0", &dx);
+  mdlrt_rmsnorm_fwd(R(&y), R(&rs), R(&x), R(&w), 1e-6);
+  mdlrt_rmsnorm_bwd(R(&dx), 1, R(&dw), 0, R(&dy), R(&x), R(&rs), R(&w));
+  dump("y", &y), dump("rstd", &rs), dump("dx", &dx), dump("dw", &dw);
+  end();
+  fp_free({&x, &w, &dy, &dx, &y, &rs, &dw});
+}
+
+/* rope of x[B, H, S, Dh]: with strided, x (and dx) are the transposed
+ * view of a [B, S, H, Dh] buffer, as attention's heads of a projection;
+ * dx overwritten or (acc) added to. */
+static void t_rope(const char *name, int dt, int64_t B, int64_t H, int64_t S,
+                   int64_t Dh, int strided, int acc, double base) {
+  begin(name);
+  int64_t d[4] = {B, H, S, Dh};
+  int64_t st[4] = {S * H * Dh, Dh, H * Dh, 1}, n = B * H * S * Dh;
+  Tensor x = strided ? view_tensor(dt, 4, d, st, n, 1)
+                     : fp_tensor(dt, 4, d, 0, 0, 1);
+  Tensor dx = strided ? view_tensor(dt, 4, d, st, n, acc)
+                      : fp_tensor(dt, 4, d, 0, 0, acc);
+  Tensor dy = fp_tensor(dt, 4, d, 0, 0, 1), y = fp_tensor(dt, 4, d, 0, 0, 0);
+  dump("x", &x), dump("dy", &dy);
+  if (acc) dump("dx0", &dx);
+  mdlrt_rope_fwd(R(&y), R(&x), base);
+  mdlrt_rope_bwd(R(&dx), acc, R(&dy), base);
+  dump("y", &y), dump("dx", &dx);
+  end();
+  fp_free({&x, &dx, &dy, &y});
+}
+
+/* mean or sum of x over `axis` (y without the dim, or with it as 1 if
+ * keep), then dx = dy broadcast, overwritten or (acc) added to. x is
+ * packed, or (st) a view with those strides in a packed buffer of `bufn`. */
+static void t_reduce(const char *name, int dt, int rank, const int64_t *dim,
+                     int axis, int keep, int mean, int acc,
+                     const int64_t *st = NULL, int64_t bufn = 0) {
+  begin(name);
+  int64_t yd[MDLRT_MAX_RANK];
+  int yr = 0;
+  for (int k = 0; k < rank; k++)
+    if (k != axis) yd[yr++] = dim[k];
+    else if (keep) yd[yr++] = 1;
+  Tensor x = st ? view_tensor(dt, rank, dim, st, bufn, 1)
+                : fp_tensor(dt, rank, dim, 0, 0, 1);
+  Tensor dx = fp_tensor(dt, rank, dim, 0, 0, acc);
+  Tensor y = fp_tensor(dt, yr, yd, 0, 0, 0);
+  Tensor dy = fp_tensor(dt, yr, yd, 0, 0, 1);
+  dump("x", &x), dump("dy", &dy);
+  if (acc) dump("dx0", &dx);
+  mdlrt_reduce_fwd(mean, R(&y), R(&x), axis);
+  mdlrt_reduce_bwd(mean, R(&dx), acc, R(&dy), axis);
+  dump("y", &y), dump("dx", &dx);
+  end();
+  fp_free({&x, &dx, &y, &dy});
+}
+
+/* batchnorm of a view x[N, C, H, W] whose rows have a gap (W + 1 apart):
+ * the generic per-channel kernels (k_bn_fwd, k_bn_bwd), w f32. */
+static void t_bn_strided(const char *name, int dt, int64_t N, int64_t C,
+                         int64_t H, int64_t W) {
+  begin(name);
+  int64_t d[4] = {N, C, H, W}, dc[1] = {C};
+  int64_t st[4] = {C * H * (W + 1), H * (W + 1), W + 1, 1};
+  Tensor x = view_tensor(dt, 4, d, st, N * C * H * (W + 1), 1);
+  Tensor dy = fp_tensor(dt, 4, d, 0, 0, 1);
+  Tensor w = fp_tensor(F, 1, dc, 0, 0, 1), b = fp_tensor(F, 1, dc, 0, 0, 1);
+  Tensor rm = fp_tensor(F, 1, dc, 0, 0, 1), rv = fp_tensor(F, 1, dc, 2, 0, 1);
+  Tensor y = fp_tensor(dt, 4, d, 0, 0, 0), dx = fp_tensor(dt, 4, d, 0, 0, 0);
+  Tensor m = fp_tensor(F, 1, dc, 0, 0, 0), is = fp_tensor(F, 1, dc, 0, 0, 0);
+  Tensor dw = fp_tensor(F, 1, dc, 0, 0, 0), db = fp_tensor(F, 1, dc, 0, 0, 0);
+  dump("x", &x), dump("dy", &dy), dump("w", &w), dump("b", &b);
+  dump("rm0", &rm), dump("rv0", &rv);
+  mdlrt_batchnorm_fwd(R(&y), R(&m), R(&is), R(&x), R(&w), R(&b), R(&rm),
+                      R(&rv), 1e-5, 1);
+  mdlrt_batchnorm_bwd(R(&dx), 0, R(&dw), 0, R(&db), 0, R(&dy), R(&x), R(&m),
+                      R(&is), R(&w));
+  Tensor yi = fp_tensor(dt, 4, d, 0, 0, 0);
+  mdlrt_batchnorm_fwd(R(&yi), NONE, NONE, R(&x), R(&w), R(&b), R(&rm), R(&rv),
+                      1e-5, 0);
+  dump("y_inf", &yi);
+  dump("y", &y), dump("mean", &m), dump("invstd", &is), dump("rm", &rm);
+  dump("rv", &rv), dump("dx", &dx), dump("dw", &dw), dump("db", &db);
+  end();
+  fp_free({&x, &dy, &w, &b, &rm, &rv, &y, &dx, &m, &is, &dw, &db, &yi});
+}
+
+/* instancenorm (G = C) of the same kind of view: the generic row kernels
+ * (k_rownorm_fwd, k_rownorm_bwd, k_rownorm_wgrad), w f32. */
+static void t_in_strided(const char *name, int dt, int64_t N, int64_t C,
+                         int64_t H, int64_t W) {
+  begin(name);
+  int64_t d[4] = {N, C, H, W}, dc[1] = {C}, ds[1] = {N * C};
+  int64_t st[4] = {C * H * (W + 1), H * (W + 1), W + 1, 1};
+  Tensor x = view_tensor(dt, 4, d, st, N * C * H * (W + 1), 1);
+  Tensor dy = fp_tensor(dt, 4, d, 0, 0, 1);
+  Tensor w = fp_tensor(F, 1, dc, 0, 0, 1), b = fp_tensor(F, 1, dc, 0, 0, 1);
+  Tensor y = fp_tensor(dt, 4, d, 0, 0, 0), dx = fp_tensor(dt, 4, d, 0, 0, 0);
+  Tensor m = fp_tensor(F, 1, ds, 0, 0, 0), rs = fp_tensor(F, 1, ds, 0, 0, 0);
+  Tensor dw = fp_tensor(F, 1, dc, 0, 0, 0), db = fp_tensor(F, 1, dc, 0, 0, 0);
+  dump("x", &x), dump("dy", &dy), dump("w", &w), dump("b", &b);
+  mdlrt_groupnorm_fwd(R(&y), R(&m), R(&rs), R(&x), R(&w), R(&b), C, 1e-5);
+  mdlrt_groupnorm_bwd(R(&dx), 0, R(&dw), 0, R(&db), 0, R(&dy), R(&x), R(&m),
+                      R(&rs), R(&w), C);
+  dump("y", &y), dump("mean", &m), dump("rstd", &rs), dump("dx", &dx);
+  dump("dw", &dw), dump("db", &db);
+  end();
+  fp_free({&x, &dy, &w, &b, &y, &dx, &m, &rs, &dw, &db});
+}
+
+static void t_new_kernels(void *ws) {
+  int H = MDLRT_F16, B = MDLRT_BF16;
+  t_unary2("unary2_f32", F);
+  t_unary2("unary2_f16", H);
+  t_unary2("unary2_bf16", B);
+  /* rmsnorm: GPT-sized D = 768 (f32; f16 x with f32 w and y, as the mixed
+   * policy), 4096 (bf16; bf16 x with f32 w and y), odd D (37: a short
+   * group; 100: D % 8 != 0), a strided x */
+  t_rmsnorm("rms_768_f32", F, F, F, 4, 16, 768, 0);
+  t_rmsnorm("rms_768_mix16", H, F, F, 4, 16, 768, 1);
+  t_rmsnorm("rms_4096_bf16", B, B, B, 2, 8, 4096, 0);
+  t_rmsnorm("rms_4096_mixbf", B, F, F, 2, 4, 4096, 1);
+  t_rmsnorm("rms_odd_f32", F, F, F, 3, 7, 37, 1);
+  t_rmsnorm("rms_odd_f16", H, H, H, 5, 3, 100, 0);
+  t_rms_strided("rms_strided", H);
+  /* rope: heads as a transposed view (f32, bf16; dx added to), packed f16
+   * with odd S, a long sequence with Llama 3's base */
+  t_rope("rope_f32_strided", F, 2, 3, 16, 64, 1, 1, 10000.0);
+  t_rope("rope_f16", H, 1, 4, 33, 32, 0, 0, 10000.0);
+  t_rope("rope_bf16_strided", B, 2, 2, 64, 128, 1, 1, 10000.0);
+  t_rope("rope_f32_long", F, 1, 2, 512, 128, 0, 0, 500000.0);
+  /* mean and sum over the last axis (a warp a row; 100000 long: chunks in
+   * the workspace), a middle axis and the first (column blocks, chunks),
+   * strided x, rank 1 to a scalar, and no workspace (one chunk) */
+  {
+    int64_t a[2] = {64, 300}, b[2] = {3, 100000}, c[3] = {4, 1000, 96};
+    int64_t e[2] = {513, 40}, f[1] = {1000};
+    int64_t v[3] = {6, 5, 7}, vs[3] = {1, 6, 30};
+    t_reduce("red_last_f32", F, 2, a, 1, 0, 1, 0);
+    t_reduce("red_last_big", F, 2, b, 1, 1, 0, 1);
+    t_reduce("red_mid_f16", H, 3, c, 1, 0, 1, 0);
+    t_reduce("red_mid_acc", F, 3, c, 1, 1, 0, 1);
+    t_reduce("red_first_bf16", B, 2, e, 0, 1, 0, 1);
+    t_reduce("red_strided_mid", F, 3, v, 1, 0, 1, 0, vs, 210);
+    t_reduce("red_strided_last", F, 3, v, 2, 1, 0, 1, vs, 210);
+    t_reduce("red_rank1", F, 1, f, 0, 0, 0, 0);
+    mdlrt_set_workspace(ws, 0);
+    t_reduce("red_ws0", F, 2, b, 1, 0, 1, 0);
+    mdlrt_set_workspace(ws, 32 << 20);
+  }
+  /* batchnorm and instancenorm (groupnorm, G = C) with 16-bit x and f32
+   * w, b, dw, db: batchnorm's fast path (whole rows; 2 segments a row,
+   * adding; inference too), generic (L < 16), no workspace (CRed in one
+   * chunk, k_bn_bwd), strided x (k_bn_fwd, k_bn_bwd); instancenorm's
+   * shared-memory sets, units, rows (L < 16), strided x (the row kernels),
+   * no workspace (the shared-memory forward, the rows' backward);
+   * groupnorm G = 4 */
+  t_bn_fast("bn_mix_f16", H, 8, 16, 28, 28, 2.0, 0, F, 1);
+  t_bn_fast("bn_mix_bf16", B, 4, 8, 112, 112, -1.0, 1, F, 1);
+  t_bn_fast("bn_mix_small", H, 4, 3, 2, 5, 1.0, 1, F, 1);
+  t_bn_strided("bn_mix_strided", B, 3, 4, 5, 6);
+  t_in_strided("in_mix_strided", H, 2, 3, 6, 5);
+  t_gn_fast("in_mix_f16", H, 4, 64, 32, 32, 64, 1.0, 1, 0, F);
+  t_gn_fast("in_mix_unit", B, 2, 8, 160, 160, 8, 0.0, 1, 1, F);
+  t_gn_fast("in_mix_small", H, 2, 6, 3, 4, 6, 0.5, 1, 1, F);
+  t_gn_fast("gn_mix_g4", H, 2, 16, 32, 32, 4, 0.0, 1, 0, F);
+  mdlrt_set_workspace(ws, 0);
+  t_bn_fast("bn_mix_ws0", B, 4, 8, 20, 20, 1.0, 1, F, 1);
+  t_gn_fast("in_mix_ws0", B, 2, 8, 32, 32, 8, 0.0, 1, 1, F);
+  mdlrt_set_workspace(ws, 32 << 20);
+}
+
 /* The pool counts requested bytes: odd sizes, frees, and the reset. */
 static void t_pool_probe(void) {
   int64_t base = mdlrt_pool_used();
@@ -698,6 +991,7 @@ int main(int argc, char **argv) {
   t_elementwise();
   t_rows();
   t_optim();
+  t_new_kernels(ws);
   mdlrt_sync();
   mdlrt_shutdown();
   printf("rt_test: wrote %s\n", dir);
