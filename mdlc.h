@@ -246,8 +246,8 @@ typedef struct {
     } conv;                                             /* CONV2D */
     struct { int64_t kernel, stride, pad; } pool;       /* MAXPOOL2D, AVGPOOL2D */
     struct { double eps; int64_t groups; bool affine; } norm;
-        /* BATCHNORM, LAYERNORM, INSTANCENORM, GROUPNORM (groups: GROUPNORM;
-         * INSTANCENORM sets groups = C) */
+        /* BATCHNORM, LAYERNORM, INSTANCENORM, GROUPNORM, RMSNORM (groups:
+         * GROUPNORM; INSTANCENORM sets groups = C) */
     struct { bool causal; } softmax;                    /* SOFTMAX */
     struct { double p; } dropout;                       /* DROPOUT */
     struct { double c; } scale;                         /* SCALE */
@@ -255,6 +255,10 @@ typedef struct {
     struct { int a, b; } transpose;                     /* TRANSPOSE (normalized >= 0) */
     struct { int axis; } concat;                        /* CONCAT (normalized >= 0) */
     struct { int n, axis; } split;                      /* SPLIT (normalized >= 0) */
+    struct { int64_t start, end; int axis; } slice;     /* SLICE (normalized) */
+    struct { int axis; bool keepdim; } reduce;          /* MEAN, SUM (axis >= 0) */
+    struct { double base; } rope;                       /* ROPE */
+    struct { bool causal; double p, scale; } sdpa;      /* SDPA */
     struct { DType to; } cast;                          /* CAST */
   } a;
 } Node;
@@ -828,6 +832,12 @@ int64_t cpu_norm_nstats(const CpuNorm *p);
 void cpu_norm_fwd(const CpuNorm *p, const float *x, const float *w,
                   const float *b, float *y, float *mean, float *rstd,
                   float *run_mean, float *run_var, bool use_running);
+/* rmsnorm over rows of D; rstd (may be NULL in the forward) per row. */
+void cpu_rmsnorm_fwd(const float *x, const float *w, float *y, float *rstd,
+                     int64_t rows, int64_t D, float eps);
+void cpu_rmsnorm_bwd(const float *x, const float *w, const float *rstd,
+                     const float *dy, float *dx, float *dw, int64_t rows,
+                     int64_t D);
 void cpu_norm_bwd(const CpuNorm *p, const float *x, const float *w,
                   const float *mean, const float *rstd, const float *dy,
                   float *dx, float *dw, float *db);
@@ -883,6 +893,14 @@ void cpu_concat(int n, const Shape *sx, const float *const *x, int axis,
                 float *y);
 void cpu_unconcat(int n, const Shape *sx, const float *y, int axis,
                   float *const *x);
+
+/* ---- backend/cpu/reduce.c ---- */
+
+/* mean (or sum) of x [shape sx] over one axis; the backward broadcasts. */
+void cpu_reduce_fwd(bool mean, const Shape *sx, int axis, const float *x,
+                    float *y);
+void cpu_reduce_bwd(bool mean, const Shape *sx, int axis, const float *dy,
+                    float *dx);
 
 /* ---- backend/cpu/loss.c ---- */
 
@@ -1183,6 +1201,9 @@ int lower_reshape_view(const Call *c, int x, const Shape *s,
                        const char *local);
 int lower_split_views(const Call *c, int x, int n, int axis,
                       const char *local, const char *const *names,
+                      int *outs);
+int lower_split_sizes(const Call *c, int x, int n, const int64_t *sizes,
+                      int axis, const char *local, const char *const *names,
                       int *outs);
 int lower_transpose(const Call *c, int x, int a, int b, const char *local);
 /* ops/pointwise.c */

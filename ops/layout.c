@@ -390,40 +390,76 @@ const OpDef opdef_CONCAT = {
 
 /* ---- split: views ------------------------------------------------------------------------ */
 
+/* A view of x: shape s, starting `at` elements along axis (x's strides). */
+static void set_view(Graph *g, int v, int x, int axis, int64_t at) {
+  const Value *xv = &g->vals[x];
+  Value *o = &g->vals[v];
+  o->view_of = x;
+  memcpy(o->stride, xv->stride, sizeof o->stride);
+  o->view_offset = (xv->view_of >= 0 ? xv->view_offset : 0) +
+                   at * xv->stride[axis];
+}
+
+int lower_split_sizes(const Call *c, int x, int n, const int64_t *sizes,
+                      int axis, const char *local, const char *const *names,
+                      int *outs) {
+  int nd = call_node(c, OP_SPLIT, local, &x, 1);
+  c->g->nodes[nd].a.split.n = n;
+  c->g->nodes[nd].a.split.axis = axis;
+  int64_t at = 0;
+  for (int i = 0; i < n; i++) {
+    Shape s = c->g->vals[x].shape;
+    s.dim[axis] = sizes[i];
+    outs[i] = call_out(c, nd, names[i], c->g->vals[x].dtype, &s, false);
+    set_view(c->g, outs[i], x, axis, at);
+    at += sizes[i];
+  }
+  return nd;
+}
+
 int lower_split_views(const Call *c, int x, int n, int axis,
                       const char *local, const char *const *names,
                       int *outs) {
-  const Value *xv = &c->g->vals[x];
-  Shape s = xv->shape;
+  const Shape s = c->g->vals[x].shape;
   if (s.dim[axis] % n) {
     diag_error(c->loc, "split: dimension %d of %s is not divisible by %d",
                axis, call_desc(c, x), n);
     return -1;
   }
-  s.dim[axis] /= n;
-  int nd = call_node(c, OP_SPLIT, local, &x, 1);
-  c->g->nodes[nd].a.split.n = n;
-  c->g->nodes[nd].a.split.axis = axis;
-  for (int i = 0; i < n; i++) {
-    outs[i] = call_out(c, nd, names[i], xv->dtype, &s, false);
-    xv = &c->g->vals[x];
-    Value *o = &c->g->vals[outs[i]];
-    o->view_of = x;
-    memcpy(o->stride, xv->stride, sizeof o->stride);
-    o->view_offset = (xv->view_of >= 0 ? xv->view_offset : 0) +
-                     (int64_t)i * s.dim[axis] * xv->stride[axis];
-  }
-  return nd;
+  int64_t *sizes = xalloc(sizeof(int64_t) * (size_t)n);
+  for (int i = 0; i < n; i++) sizes[i] = s.dim[axis] / n;
+  return lower_split_sizes(c, x, n, sizes, axis, local, names, outs);
 }
 
+/* split(x, n): n equal parts; split(x, s0, s1, ...): parts of those sizes. */
 static int split_lower(const Call *c) {
   const Args *A = c->A;
   Ev x = A->v[0];
-  int64_t k = A->v[1].i;
   int r = call_val(c, x)->shape.rank;
   if (!call_need_rank(c, x, 1, MAX_RANK, "a tensor")) return -1;
   int axis = call_axis(c, A->v[2].i, r, A->given[2] ? A->where[2] : c->loc);
   if (axis < 0) return -1;
+  int64_t total = 0, ext = call_val(c, x)->shape.dim[axis];
+  for (int i = 0; i < A->nmany; i++) {
+    if (A->many[i].i < 1) {
+      diag_error(A->many[i].ast->loc, "'%s' of split must be at least 1, "
+                 "got %lld", A->nmany > 1 ? "sizes" : "n",
+                 (long long)A->many[i].i);
+      return -1;
+    }
+    if (!add_ok(total, A->many[i].i, &total)) total = INT64_MAX;
+  }
+  if (A->nmany > 1 && total != ext) {
+    diag_error(c->loc, "split: sizes add up to %lld, but dimension %d of %s "
+               "is %lld", (long long)total, axis, call_desc(c, x.v),
+               (long long)ext);
+    return -1;
+  }
+  if (A->nmany > 1 && A->nmany > 4096) {
+    diag_error(c->loc, "split: at most 4096 parts");
+    return -1;
+  }
+  int64_t k = A->nmany > 1 ? A->nmany : A->many[0].i;
   if (!c->outnames || c->nout != k) {
     diag_error(c->loc, "split into %lld gives %lld tensors; bind %s",
                (long long)k, (long long)k, k == 1 ? "it to one name" :
@@ -435,8 +471,14 @@ static int split_lower(const Call *c) {
   const char **full = xalloc(sizeof(char *) * (size_t)k);
   for (int i = 0; i < k; i++) full[i] = call_reserve(c, c->outnames[i]);
   int *outs = xalloc(sizeof(int) * (size_t)k);
-  if (lower_split_views(c, x.v, (int)k, axis, c->base, full, outs) < 0)
+  if (A->nmany > 1) {
+    int64_t *sizes = xalloc(sizeof(int64_t) * (size_t)k);
+    for (int i = 0; i < k; i++) sizes[i] = A->many[i].i;
+    lower_split_sizes(c, x.v, (int)k, sizes, axis, c->base, full, outs);
+  } else if (lower_split_views(c, x.v, (int)k, axis, c->base, full, outs) <
+             0) {
     return -1;
+  }
   c->tuple->k = EV_TUPLE;
   c->tuple->vs = outs;
   c->tuple->nv = (int)k;
@@ -464,9 +506,81 @@ static void split_cpu_bwd(CpuOp *c) {
 }
 
 const OpDef opdef_SPLIT = {
-    "split(x, n, axis=-1)",
-    {ARG_TENSOR("x"), {"n", A_I, true, 0, ARG_POS},
+    "split(x, n, axis=-1) or split(x, s0, s1, ..., axis=-1)",
+    {ARG_TENSOR("x"), {"n", A_IS, true, 0, ARG_POS},
      {"axis", A_I, false, -1, ARG_ANY}},
     split_lower, flops_none, split_attrs, NULL,
     split_cpu_fwd, split_cpu_bwd, NULL, view_cuda_fwd, view_cuda_bwd,
+};
+
+/* ---- slice: a view of [start, end) along one axis ------------------------------------- */
+
+static int slice_lower(const Call *c) {
+  const Args *A = c->A;
+  Ev x = A->v[0];
+  if (!call_need_rank(c, x, 1, MAX_RANK, "a tensor")) return -1;
+  const Shape xs = call_val(c, x)->shape;
+  int axis = call_axis(c, A->v[3].i, xs.rank,
+                       A->given[3] ? A->where[3] : c->loc);
+  if (axis < 0) return -1;
+  int64_t n = xs.dim[axis], lo = A->v[1].i, hi = A->v[2].i;
+  int64_t s = lo < 0 ? lo + n : lo, e = hi < 0 ? hi + n : hi;
+  if (s < 0 || e > n || s >= e) {
+    diag_error(c->loc, "slice: [%lld, %lld) is not a non-empty range of "
+               "dimension %d of %s (extent %lld)", (long long)lo,
+               (long long)hi, axis, call_desc(c, x.v), (long long)n);
+    diag_hint("negative indices count from the end");
+    return -1;
+  }
+  Shape y = xs;
+  y.dim[axis] = e - s;
+  int nd = call_node(c, OP_SLICE, c->base, &x.v, 1);
+  Node *node = &c->g->nodes[nd];
+  node->a.slice.start = s, node->a.slice.end = e, node->a.slice.axis = axis;
+  int v = call_out1(c, nd, call_val(c, x)->dtype, &y);
+  set_view(c->g, v, x.v, axis, s);
+  return v;
+}
+
+static void slice_attrs(const Node *n, FILE *f) {
+  fprintf(f, " start=%lld end=%lld axis=%d", (long long)n->a.slice.start,
+          (long long)n->a.slice.end, n->a.slice.axis);
+}
+
+/* x viewed as [outer, n, inner]: rows [start, end) of the middle axis. */
+static void slice_geom(const CpuOp *c, int64_t *outer, int64_t *n,
+                       int64_t *inner) {
+  const Shape *s = &c->g->vals[c->n->in[0]].shape;
+  int axis = c->n->a.slice.axis;
+  *outer = *inner = 1;
+  for (int d = 0; d < axis; d++) *outer *= s->dim[d];
+  for (int d = axis + 1; d < s->rank; d++) *inner *= s->dim[d];
+  *n = s->dim[axis];
+}
+
+static void slice_cpu_fwd(CpuOp *c) {
+  int64_t outer, n, inner, a = c->n->a.slice.start, m;
+  slice_geom(c, &outer, &n, &inner);
+  m = c->n->a.slice.end - a;
+  for (int64_t o = 0; o < outer; o++)
+    memcpy(c->y[0] + o * m * inner, c->x[0] + (o * n + a) * inner,
+           sizeof(float) * (size_t)(m * inner));
+}
+
+static void slice_cpu_bwd(CpuOp *c) {
+  int64_t outer, n, inner, a = c->n->a.slice.start, m;
+  if (!c->dx[0]) return;
+  slice_geom(c, &outer, &n, &inner);
+  m = c->n->a.slice.end - a;
+  for (int64_t o = 0; o < outer; o++)
+    memcpy(c->dx[0] + (o * n + a) * inner, c->dy[0] + o * m * inner,
+           sizeof(float) * (size_t)(m * inner));
+}
+
+const OpDef opdef_SLICE = {
+    "slice(x, start, end, axis=-1)",
+    {ARG_TENSOR("x"), {"start", A_I, true, 0, ARG_ANY},
+     {"end", A_I, true, 0, ARG_ANY}, {"axis", A_I, false, -1, ARG_ANY}},
+    slice_lower, flops_none, slice_attrs, NULL,
+    slice_cpu_fwd, slice_cpu_bwd, NULL, view_cuda_fwd, view_cuda_bwd,
 };

@@ -1,4 +1,4 @@
-/* ops/norm.c: batchnorm, layernorm, instancenorm and groupnorm.
+/* ops/norm.c: batchnorm, layernorm, instancenorm, groupnorm and rmsnorm.
  *
  * One shape of op: x, then weight and bias (per channel, or per last-dim
  * element for layernorm), for batchnorm also its running mean and variance
@@ -7,8 +7,10 @@
  * statistics are per channel (batchnorm), per row of the last dim
  * (layernorm), or per (sample, group) (groupnorm; instancenorm is groupnorm
  * with one group per channel). Running statistics are updated by the first
- * forward only, never by a recomputation. Kernels: runtime/mdlrt_norm.cu,
- * backend/cpu/norm.c (one routine over x viewed as [n, c, s]).
+ * forward only, never by a recomputation. rmsnorm (Llama's) has a weight
+ * only and one statistic, rstd per row of the last dim. Kernels:
+ * runtime/mdlrt_norm.cu, backend/cpu/norm.c (one routine over x viewed as
+ * [n, c, s], and rmsnorm's own).
  */
 #include "mdlc.h"
 
@@ -232,4 +234,82 @@ const OpDef opdef_GROUPNORM = {
     {ARG_TENSOR("x"), {"groups", A_I, true, 0, ARG_POS}, ARG_EPS},
     groupnorm_lower, norm_flops, norm_attrs, norm_init,
     norm_cpu_fwd, norm_cpu_bwd, NULL, groupnorm_cuda_fwd, groupnorm_cuda_bwd,
+};
+
+/* ---- rmsnorm: x * rsqrt(mean(x^2) + eps) * weight over the last dim ------------ */
+
+static int rmsnorm_lower(const Call *c) {
+  Ev x = c->A->v[0];
+  if (!call_need_rank(c, x, 1, MAX_RANK, "a tensor")) return -1;
+  const Shape xs = call_val(c, x)->shape;
+  int64_t D = xs.dim[xs.rank - 1], rows;
+  shape_numel(&xs, &rows);
+  const char *full = call_reserve(c, c->base);
+  Shape ws = {1, {D}}, stat = {1, {D ? rows / D : 0}};
+  int in[2] = {x.v, call_param(c, full, "weight", VK_PARAM, &ws)};
+  int n = call_node_named(c, OP_RMSNORM, full, in, 2);
+  c->g->nodes[n].a.norm.eps = ev_num(c->A->v[1]);
+  c->g->nodes[n].a.norm.affine = true;
+  int y = call_out1(c, n, DT_F32, &xs);
+  call_out(c, n, xsprintf("%s.rstd", full), DT_F32, &stat, true);
+  return y;
+}
+
+/* 4 * I: square, sum, scale, weight. */
+static int64_t rmsnorm_flops(const Graph *g, const Node *n) {
+  return flops_mul(4, op_numel(g, n->in[0]));
+}
+
+static void rmsnorm_attrs(const Node *n, FILE *f) {
+  fprintf(f, " eps=%g", n->a.norm.eps);
+}
+
+/* The weight is ones. */
+static void rmsnorm_init(const Graph *g, const Node *n, int k, int s,
+                         InitKind *kind, int64_t *fan, int64_t *limit) {
+  (void)g, (void)n, (void)fan, (void)limit;
+  if (k == NORM_W) kind[s] = INIT_ONE;
+}
+
+static void rms_geom(const CpuOp *c, int64_t *rows, int64_t *D) {
+  *D = cpu_last_dim(&c->g->vals[c->n->in[0]].shape);
+  *rows = *D ? op_numel(c->g, c->n->in[0]) / *D : 0;
+}
+
+static void rmsnorm_cpu_fwd(CpuOp *c) {
+  int64_t rows, D;
+  rms_geom(c, &rows, &D);
+  cpu_rmsnorm_fwd(c->x[NORM_X], c->x[NORM_W], c->y[0],
+                  c->n->nout > 1 ? c->y[1] : NULL, rows, D,
+                  (float)c->n->a.norm.eps);
+}
+
+static void rmsnorm_cpu_bwd(CpuOp *c) {
+  int64_t rows, D;
+  rms_geom(c, &rows, &D);
+  float *x = cpu_saved(c, NORM_X, "the input");
+  float *w = cpu_saved(c, NORM_W, "the weight");
+  float *rstd = cpu_saved(c, c->n->nin + 1, "the inverse rms");
+  cpu_rmsnorm_bwd(x, w, rstd, c->dy[0], c->dx[NORM_X], c->dx[NORM_W], rows,
+                  D);
+}
+
+static void rmsnorm_cuda_fwd(EmitOp *c) {
+  emit_need_contig(c, c->in->in[0]);
+  emit_printf(c, "  mdlrt_rmsnorm_fwd(%s, %s, %s, %s, %.17g);\n", c->Y[0],
+              c->Y[1], c->X[NORM_X], c->X[NORM_W], c->n->a.norm.eps);
+}
+
+static void rmsnorm_cuda_bwd(EmitOp *c) {
+  emit_printf(c, "  mdlrt_rmsnorm_bwd(%s, %d, %s, %d, %s, %s, %s, %s);\n",
+              c->DX[NORM_X], c->A[NORM_X], c->DX[NORM_W], c->A[NORM_W],
+              c->DY, c->I[NORM_X], c->I[c->n->nin + 1], c->I[NORM_W]);
+}
+
+const OpDef opdef_RMSNORM = {
+    "rmsnorm(x, eps=1e-6)",
+    {ARG_TENSOR("x"), {"eps", A_F, false, 1e-6, 1, 0}},
+    rmsnorm_lower, rmsnorm_flops, rmsnorm_attrs, rmsnorm_init,
+    rmsnorm_cpu_fwd, rmsnorm_cpu_bwd, NULL, rmsnorm_cuda_fwd,
+    rmsnorm_cuda_bwd,
 };

@@ -45,7 +45,7 @@ typedef struct {
 } Step;
 
 static bool is_view_op(const Graph *g, const Node *n) {
-  return n->op == OP_RESHAPE || n->op == OP_SPLIT ||
+  return (op_info[n->op].flags & OF_VIEW) ||
          (g->cfg.infer && n->op == OP_DROPOUT);
 }
 

@@ -104,3 +104,38 @@ void cpu_norm_bwd(const CpuNorm *p, const float *x, const float *w,
   free(gw);
   free(gb);
 }
+
+/* rmsnorm over rows of D: y = x * r * w, r = 1 / sqrt(mean(x^2) + eps). */
+void cpu_rmsnorm_fwd(const float *x, const float *w, float *y, float *rstd,
+                     int64_t rows, int64_t D, float eps) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * D;
+    double ss = 0;
+    for (int64_t j = 0; j < D; j++) ss += (double)xr[j] * xr[j];
+    double inv = 1.0 / sqrt(ss / (double)D + (double)eps);
+    if (rstd) rstd[r] = (float)inv;
+    for (int64_t j = 0; j < D; j++)
+      y[r * D + j] = (float)((double)xr[j] * inv * (double)w[j]);
+  }
+}
+
+/* dx = r (w dy) - x r^3 / D * sum(w dy x); dw = sum over rows of dy x r. */
+void cpu_rmsnorm_bwd(const float *x, const float *w, const float *rstd,
+                     const float *dy, float *dx, float *dw, int64_t rows,
+                     int64_t D) {
+  double *acc = dw ? cpu_dzalloc(D) : NULL;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * D, *gr = dy + r * D;
+    double inv = rstd[r], dot = 0;
+    for (int64_t j = 0; j < D; j++) dot += (double)w[j] * gr[j] * xr[j];
+    for (int64_t j = 0; j < D; j++) {
+      if (dx)
+        dx[r * D + j] = (float)(inv * w[j] * gr[j] -
+                                (double)xr[j] * inv * inv * inv * dot /
+                                    (double)D);
+      if (acc) acc[j] += (double)gr[j] * xr[j] * inv;
+    }
+  }
+  if (acc) cpu_dstore(dw, acc, D);
+  free(acc);
+}
