@@ -871,4 +871,29 @@ typedef struct {
 } CpuStats;
 int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st);
 
+/* ======================================================================
+ * backend/cpu/sdpa.c: fused attention, the reference
+ *
+ * q [b, h, s, dh], k and v [b, hkv, t, dh] (query head i reads kv head
+ * i / (h / hkv)), o [b, h, s, dh], lse [b, h, s] (natural log-sum-exp of
+ * each row of scale * q k^T), all contiguous row-major f32; causal masks
+ * column > row. Dropout on the probabilities, drawn as the GPU draws it:
+ * element (b, h, i, j) kept iff mdlrt_uniform(seed, MDLRT_STREAM_DROP +
+ * node, mdlrt_dropout_index(step, ((b*h + h)*s + i)*t + j)) >= dropout.
+ * The backward uses the saved o and lse; NULL outputs are not wanted,
+ * the others overwritten. Sums and exponentials in double.
+ * ====================================================================== */
+typedef struct {
+  int64_t b, h, hkv, s, t, dh;  /* batch, query heads, kv heads, rows, kv rows, head dim */
+  bool causal;                  /* mask column > row */
+  double dropout, scale;        /* dropout p on the probabilities; scores' scale */
+  uint64_t seed, step;          /* dropout's draws: --seed and the 0-based step */
+  int node;                     /* dropout's stream: MDLRT_STREAM_DROP + node */
+} CpuSdpa;
+void cpu_sdpa_fwd(const CpuSdpa *p, const float *q, const float *k,
+                  const float *v, float *o, float *lse);
+void cpu_sdpa_bwd(const CpuSdpa *p, const float *q, const float *k,
+                  const float *v, const float *o, const float *lse,
+                  const float *dout, float *dq, float *dk, float *dv);
+
 #endif /* MDLC_H */
