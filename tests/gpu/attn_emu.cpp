@@ -453,6 +453,44 @@ static void run_case(const Case &c) {
   attn_bwd_plan(a, c.dt);
 
   printf("%s (vec %d, ovec %d)\n", c.name, a.vec, a.ovec);
+  if (getenv("EMU_DUMP")) { /* attn_test's format, for attn_check.py */
+    char path[512];
+    snprintf(path, sizeof path, "%s/attn_%s.bin", getenv("EMU_DUMP"), c.name);
+    for (char *s = path + strlen(getenv("EMU_DUMP")) + 1; *s; s++)
+      if (*s == ' ') *s = '_';
+    FILE *f = fopen(path, "wb");
+    auto rec = [&](const char *name, int rank, const int64_t *dim,
+                   const std::vector<double> &x) {
+      unsigned len = (unsigned)strlen(name), r = (unsigned)rank;
+      fwrite(&len, 4, 1, f), fwrite(name, 1, len, f), fwrite(&r, 4, 1, f);
+      fwrite(dim, 8, r, f), fwrite(x.data(), 8, x.size(), f);
+    };
+    auto cur = [&](const Ten &t) {
+      std::vector<double> x;
+      for (int64_t i0 = 0; i0 < t.n[0]; i0++)
+        for (int64_t i1 = 0; i1 < t.n[1]; i1++)
+          for (int64_t i2 = 0; i2 < t.n[2]; i2++)
+            for (int64_t i3 = 0; i3 < t.n[3]; i3++)
+              x.push_back(tget(t, i0, i1, i2, i3));
+      return x;
+    };
+    std::vector<double> pr = {(double)c.dt, (double)c.B, (double)c.H,
+                              (double)c.Hkv, (double)c.S, (double)c.T,
+                              (double)c.Dh, (double)c.causal, c.p, scale,
+                              (double)seed, (double)step, (double)node,
+                              (double)c.accum, 1, 1, 1};
+    int64_t np = 17, lsd[3] = {c.B, c.H, c.S};
+    rec("params", 1, &np, pr);
+    rec("q", 4, q.n, q.val), rec("k", 4, k.n, k.val), rec("v", 4, v.n, v.val);
+    rec("dout", 4, dO.n, dO.val);
+    if (c.accum) rec("dq0", 4, dq.n, dq.val), rec("dk0", 4, dk.n, dk.val),
+                 rec("dv0", 4, dv.n, dv.val);
+    rec("o", 4, o.n, cur(o));
+    rec("lse", 3, lsd, std::vector<double>(lse.begin(), lse.end()));
+    rec("dq", 4, dq.n, cur(dq)), rec("dk", 4, dk.n, cur(dk));
+    rec("dv", 4, dv.n, cur(dv));
+    fclose(f);
+  }
   compare(c, "o", o, ro);
   Ten lt;
   lt.dt = MDLRT_F32, lt.n[0] = c.B, lt.n[1] = c.H, lt.n[2] = c.S, lt.n[3] = 1;
