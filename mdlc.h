@@ -894,6 +894,12 @@ void cpu_concat(int n, const Shape *sx, const float *const *x, int axis,
 void cpu_unconcat(int n, const Shape *sx, const float *y, int axis,
                   float *const *x);
 
+/* ---- backend/cpu/rope.c ---- */
+
+/* x [..., S, Dh] -> y rotated (inverse: turned back, the backward). */
+void cpu_rope(const Shape *s, const float *x, float *y, double base,
+              bool inverse);
+
 /* ---- backend/cpu/reduce.c ---- */
 
 /* mean (or sum) of x [shape sx] over one axis; the backward broadcasts. */
@@ -1210,11 +1216,40 @@ int lower_transpose(const Call *c, int x, int a, int b, const char *local);
 int lower_scale(const Call *c, int x, double k, const char *local);
 int lower_dropout(const Call *c, int x, double p, const char *local);
 int lower_binary(const Call *c, Op op, Ev a, Ev b, const char *local);
+/* ops/attention.c: sdpa (scale <= 0: 1/sqrt(head_dim)) and rope */
+int lower_sdpa(const Call *c, int q, int k, int v, bool causal, double p,
+               double scale);
+int lower_rope(const Call *c, int x, double base, const char *local);
 /* ops/softmax.c */
 int lower_softmax(const Call *c, int x, bool causal, const char *local);
 /* ops/conv.c: H' = (H + 2p - d(k - 1) - 1) / s + 1, or -1 if the window
  * does not fit. */
 int64_t conv_out_extent(int64_t h, int64_t k, int64_t s, int64_t p,
                         int64_t d);
+
+/* ======================================================================
+ * backend/cpu/sdpa.c: fused attention, the reference
+ *
+ * q [b, h, s, dh], k and v [b, hkv, t, dh] (query head i reads kv head
+ * i / (h / hkv)), o [b, h, s, dh], lse [b, h, s] (natural log-sum-exp of
+ * each row of scale * q k^T), all contiguous row-major f32; causal masks
+ * column > row. Dropout on the probabilities, drawn as the GPU draws it:
+ * element (b, h, i, j) kept iff mdlrt_uniform(seed, MDLRT_STREAM_DROP +
+ * node, mdlrt_dropout_index(step, ((b*h + h)*s + i)*t + j)) >= dropout.
+ * The backward uses the saved o and lse; NULL outputs are not wanted,
+ * the others overwritten. Sums and exponentials in double.
+ * ====================================================================== */
+typedef struct {
+  int64_t b, h, hkv, s, t, dh;  /* batch, query heads, kv heads, rows, kv rows, head dim */
+  bool causal;                  /* mask column > row */
+  double dropout, scale;        /* dropout p on the probabilities; scores' scale */
+  uint64_t seed, step;          /* dropout's draws: --seed and the 0-based step */
+  int node;                     /* dropout's stream: MDLRT_STREAM_DROP + node */
+} CpuSdpa;
+void cpu_sdpa_fwd(const CpuSdpa *p, const float *q, const float *k,
+                  const float *v, float *o, float *lse);
+void cpu_sdpa_bwd(const CpuSdpa *p, const float *q, const float *k,
+                  const float *v, const float *o, const float *lse,
+                  const float *dout, float *dq, float *dk, float *dv);
 
 #endif /* MDLC_H */

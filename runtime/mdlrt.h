@@ -318,6 +318,34 @@ void mdlrt_graph_replay(int64_t step);
  * whose per-op synchronization and events a graph cannot hold. */
 int mdlrt_graph_ok(void);
 
+/* ---- fused attention (runtime/mdlrt_attn.cu) ----------------------------
+ * sdpa: q [B, H, S, Dh], k and v [B, Hkv, T, Dh] (H % Hkv == 0; query head
+ * h reads kv head h / (H / Hkv)) -> o [B, H, S, Dh] and lse f32 [B, H, S],
+ * the natural log-sum-exp of each row of scale * q k^T (causal: columns >
+ * row masked), saved for the backward (a NULL base on lse: not written).
+ * The [S, T] scores never exist in memory. Dropout p on the probabilities:
+ * element (b, h, i, j) kept iff mdlrt_uniform(seed, DROP + node,
+ * mdlrt_dropout_index(step, ((b*H + h)*S + i)*T + j)) >= p, kept ones times
+ * 1 / (1 - p); no mask is stored, the backward draws it again. q, k, v and
+ * dout may be any views whose head dim is contiguous (stride 1); o, lse,
+ * dq, dk, dv any views. Dtypes f32, f16, bf16 (q, k, v, o, dout, dq, dk, dv
+ * all one; lse f32); Dh up to 128, a multiple of 8 in 16-bit. Results are
+ * the same bit for bit from run to run. An unsupported use prints why and
+ * exits 1. */
+void mdlrt_sdpa_fwd(mdlrt_ref o, mdlrt_ref lse, mdlrt_ref q, mdlrt_ref k,
+                    mdlrt_ref v, int causal, double dropout, double scale,
+                    uint64_t node);
+/* dq, dk, dv written (or added into: aq, ak, av); a NULL base: not wanted.
+ * Scratch from the workspace: mdlrt_sdpa_bwd_scratch bytes; if the
+ * workspace is smaller, prints both sizes and exits 1. */
+void mdlrt_sdpa_bwd(mdlrt_ref dq, int aq, mdlrt_ref dk, int ak, mdlrt_ref dv,
+                    int av, mdlrt_ref dout, mdlrt_ref q, mdlrt_ref k,
+                    mdlrt_ref v, mdlrt_ref o, mdlrt_ref lse, int causal,
+                    double dropout, double scale, uint64_t node);
+/* Workspace bytes mdlrt_sdpa_bwd needs: rowsum(dO * O), f32 [B, H, S]. */
+int64_t mdlrt_sdpa_bwd_scratch(int64_t B, int64_t H, int64_t S, int64_t T,
+                               int64_t Dh, int dt);
+
 #ifdef __cplusplus
 }
 #endif

@@ -398,6 +398,49 @@ static void bin_case(const char *name, Op op, Shape sa, Shape sb, Shape sy) {
   check(c);
 }
 
+static void rms_f(const Case *c, float *const *in, float *const *out) {
+  cpu_rmsnorm_fwd(in[0], in[1], out[0], out[1], c->m, c->n, 1e-6f);
+}
+static void rms_b(const Case *c, float *const *in, float *const *out,
+                  float *const *dy, float *const *din) {
+  cpu_rmsnorm_bwd(in[0], in[1], out[1], dy[0], din[0], din[1], c->m, c->n);
+}
+static void rmsnorm_case(const char *name, int64_t rows, int64_t d) {
+  Case c = {.name = name, .fwd = rms_f, .bwd = rms_b, .m = rows, .n = d,
+            .nin = 2, .nout = 2, .nreal = 1};
+  c.insz[0] = c.outsz[0] = rows * d, c.insz[1] = d, c.outsz[1] = rows;
+  c.want[0] = c.want[1] = true;
+  check(c);
+}
+
+static void rope_f(const Case *c, float *const *in, float *const *out) {
+  cpu_rope(&c->sa, in[0], out[0], c->p, false);
+}
+static void rope_b(const Case *c, float *const *in, float *const *out,
+                   float *const *dy, float *const *din) {
+  cpu_rope(&c->sa, dy[0], din[0], c->p, true);
+}
+static void rope_case(const char *name, Shape s, double base) {
+  Case c = {.name = name, .fwd = rope_f, .bwd = rope_b, .sa = s, .p = base,
+            .nin = 1, .nout = 1, .nreal = 1};
+  c.insz[0] = c.outsz[0] = nel(s), c.want[0] = true;
+  check(c);
+}
+
+static void red_f(const Case *c, float *const *in, float *const *out) {
+  cpu_reduce_fwd(c->flag, &c->sa, c->ax, in[0], out[0]);
+}
+static void red_b(const Case *c, float *const *in, float *const *out,
+                  float *const *dy, float *const *din) {
+  cpu_reduce_bwd(c->flag, &c->sa, c->ax, dy[0], din[0]);
+}
+static void reduce_case(const char *name, bool mean, Shape s, int axis) {
+  Case c = {.name = name, .fwd = red_f, .bwd = red_b, .flag = mean, .sa = s,
+            .ax = axis, .nin = 1, .nout = 1, .nreal = 1};
+  c.insz[0] = nel(s), c.outsz[0] = nel(s) / s.dim[axis], c.want[0] = true;
+  check(c);
+}
+
 static void smax_case(const char *name, int64_t rows, int64_t cols,
                       bool causal, int64_t srows) {
   Case c = {.name = name, .fwd = smax_f, .bwd = smax_b, .m = rows, .n = cols,
@@ -445,6 +488,14 @@ int main(void) {
   norm_case("groupnorm G=3 [2,6,3]", CPU_NORM_GROUP, 2, 6, 3, 3, true);
   norm_case("instancenorm [2,3,4]", CPU_NORM_GROUP, 2, 3, 4, 3, true);
   norm_case("instancenorm affine=false", CPU_NORM_GROUP, 2, 3, 4, 3, false);
+
+  rmsnorm_case("rmsnorm [4,6]", 4, 6);
+  rmsnorm_case("rmsnorm [1,9]", 1, 9);
+  rope_case("rope [2,5,8]", S(I(2), I(5), I(8)), 10000);
+  rope_case("rope [3,4] base 7", S(I(3), I(4)), 7);
+  reduce_case("mean last axis", true, S(I(3), I(4), I(5)), 2);
+  reduce_case("mean middle axis", true, S(I(3), I(4), I(5)), 1);
+  reduce_case("sum first axis", false, S(I(3), I(4), I(5)), 0);
 
   act_case("relu", OP_RELU, &cpu_relu);
   act_case("gelu", OP_GELU, &cpu_gelu);
