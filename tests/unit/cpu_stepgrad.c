@@ -20,6 +20,9 @@
  *              concat, silu, cross_entropy over [2, 4, 5]
  *   cnn        conv2d (pad, then stride 2 with groups), batchnorm,
  *              sigmoid, maxpool, avgpool (pad), global_avgpool, linear
+ *   llama_tiny (tests/unit/data/llama_tiny.mdl, through the frontend)
+ *              rmsnorm, split by sizes, rope, grouped-query causal sdpa
+ *              with dropout, SwiGLU, mean, sum, slice
  */
 #include <math.h>
 #include <stdio.h>
@@ -294,9 +297,18 @@ int main(void) {
   FILE *out = fdopen(dup(fileno(stdout)), "w");
   if (!out || !freopen("/dev/null", "w", stdout)) return 2;
   int fails = 0;
-  Graph *models[] = {block(false), block(true), attention(), embed(), cnn()};
-  const char *names[] = {"block", "block+ckpt", "attention", "embed", "cnn"};
-  for (int i = 0; i < 5; i++) {
+  Config cfg = graph_new()->cfg;
+  cfg.workspace = 0;
+  cfg.optimizer = OPTIM_SGD;
+  Graph *llama = frontend_load("tests/unit/data/llama_tiny.mdl", NULL, 0,
+                               &cfg, CFG_WORKSPACE | CFG_OPTIMIZER);
+  if (!llama) return 1;
+  plan_step(llama);
+  Graph *models[] = {block(false), block(true), attention(), embed(), cnn(),
+                     llama};
+  const char *names[] = {"block", "block+ckpt", "attention", "embed", "cnn",
+                         "llama_tiny"};
+  for (int i = 0; i < 6; i++) {
     models[i]->model_name = names[i];
     fails += check(models[i], out);
     fflush(out);
