@@ -5,14 +5,15 @@
  * everything else refers to them by int index (printed as %17), so the
  * arrays may grow and a dump reads the same every time.
  *
- * The pipeline (driver.c, compile()) reads top to bottom:
+ * The pipeline (passes/pipeline.c, one table) reads top to bottom:
  *   frontend     .mdl -> forward Graph (values, nodes, shapes, segments)
  *   precision    dtypes by policy, explicit casts
+ *   placement    (a budget in force) checkpoint segments; builds the step
  *   autodiff     the step: Bufs and Instrs (forward, recompute, backward,
  *                optimizer), every instruction's operands
  *   liveness     allocation/free points, peak, live set at the peak
  *   arena        offsets of every non-persistent Buf
- * and then one action: report, emit CUDA, run on the CPU.
+ * and then one action (driver.c): report, emit CUDA, run on the CPU.
  */
 #ifndef MDLC_H
 #define MDLC_H
@@ -635,6 +636,36 @@ typedef struct {
  * before it. Returns res->fits. */
 bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
                     Placement *res);
+
+/* ======================================================================
+ * passes/pipeline.c: the compiler as one list
+ * ====================================================================== */
+
+/* One compile: what it is asked for, and what it made. */
+typedef struct {
+  const char *path;       /* the model file, or "-" for standard input */
+  const Define *defs;     /* -D overrides */
+  int ndefs;
+  Config cfg;             /* defaults with the command line's settings */
+  unsigned cfg_set;       /* which of cfg the command line set (CFG_*) */
+  const char *dump_after; /* --dump-after=PASS: print the IR, exit 0 */
+  bool source_cuts;       /* --emit-mdl: segments only where the source
+                             can write them (mdl_cut_points) */
+  bool note_unmet;        /* a note on stderr when the budget cannot be met */
+  /* what it made: */
+  Graph *g;               /* the graph, as far as the passes got */
+  bool placed;            /* placement ran (a budget was in force) */
+  Placement placement;    /* its result, zero if it did not run */
+} Pipeline;
+
+/* Every pass, frontend to arena. NULL after a user error was reported. */
+Graph *pipeline_compile(Pipeline *p);
+/* The passes after the frontend, on a graph built another way (tests,
+ * benchmarks): precision to arena, placement if g->cfg has a budget. */
+void pipeline_plan(Graph *g);
+/* The step built again from the forward graph (after its segments
+ * changed): graph_clear_step, autodiff, liveness. Invalidates the arena. */
+void pipeline_rebuild_step(Graph *g);
 
 /* ======================================================================
  * backend/report/emit_mdl.c: --emit-mdl, the source with placed checkpoints
