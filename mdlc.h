@@ -459,11 +459,27 @@ typedef struct {
   int64_t value;      /* its new value */
 } Define;
 
-/* Parses and lowers `path` (or stdin for "-") into a forward graph: values
- * with shapes and f32/declared dtypes, nodes in program order, segments,
- * path names. `cfg` holds defaults overridden by the command line
- * (cfg_set says which keys the command line set); the train block fills
- * the rest. Returns NULL after reporting errors. */
+/* A model file, read and parsed once; lowered as often as asked. */
+typedef struct {
+  const char *path;  /* as given ("-" for standard input) */
+  int file;          /* its id (src_add) */
+  struct Ast *root;  /* the AST_FILE the parser built (syntax errors:
+                        AST_ERROR or NULL parts, see parse_source) */
+  bool syntax_ok;    /* the parser reported no error */
+} Source;
+
+/* Reads `path` (or stdin for "-") and parses it; syntax errors are
+ * reported. A file that cannot be read is a command-line error (exit 2). */
+Source *frontend_read(const char *path);
+/* Lowers a parsed file into a forward graph: values with shapes and
+ * f32/declared dtypes, nodes in program order, segments, path names.
+ * `cfg` holds defaults overridden by the command line (cfg_set says which
+ * keys the command line set); the train block fills the rest. Returns
+ * NULL after reporting errors (a file with syntax errors has its lets
+ * checked, then gives NULL). The tree is not changed. */
+Graph *frontend_lower(const Source *src, const Define *defs, int ndefs,
+                      const Config *cfg, unsigned cfg_set);
+/* frontend_read, then frontend_lower. */
 Graph *frontend_load(const char *path, const Define *defs, int ndefs,
                      const Config *cfg, unsigned cfg_set);
 
@@ -644,6 +660,9 @@ bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
 /* One compile: what it is asked for, and what it made. */
 typedef struct {
   const char *path;       /* the model file, or "-" for standard input */
+  Source *src;            /* that file read and parsed: by the first
+                             compile; later ones (--max-batch) lower it
+                             again, never read or parse it twice */
   const Define *defs;     /* -D overrides */
   int ndefs;
   Config cfg;             /* defaults with the command line's settings */

@@ -1,8 +1,10 @@
 /* frontend/lower.c: from the syntax tree to the forward graph.
  *
- * frontend_load reads and parses the file, evaluates the top-level `let`s
- * (with -D overrides), applies the train block, and lowers the model's
- * statements in order. Names resolve in the current scope (the model's, or
+ * frontend_read reads and parses the file once; frontend_lower, as often
+ * as asked (--gpus, --max-batch lower the same tree again with another
+ * `batch`), evaluates the top-level `let`s (with -D overrides), applies
+ * the train block, and lowers the model's statements in order. Lowering
+ * never changes the tree. Names resolve in the current scope (the model's, or
  * one block call's), then among the top-level `let`s. A block call gets a
  * fresh scope holding its arguments, and a path prefix for every name it
  * makes: the k-th call of block B in a scope is "B[k]/" (repeat numbers
@@ -914,8 +916,7 @@ static void lower_lets(Lower *L, const Ast *file, const Define *defs,
   }
 }
 
-Graph *frontend_load(const char *path, const Define *defs, int ndefs,
-                     const Config *cfg, unsigned cfg_set) {
+Source *frontend_read(const char *path) {
   size_t len = 0;
   errno = 0;
   char *text = read_all(path, &len);
@@ -923,11 +924,22 @@ Graph *frontend_load(const char *path, const Define *defs, int ndefs,
     die_usage("cannot read '%s': %s", path,
               errno ? strerror(errno) : "read error");
   if (len > (1u << 30)) die_usage("'%s' is larger than 1 GiB", path);
-  int file = src_add(path, text, len);
+  Source *s = xalloc(sizeof *s);
+  s->path = path;
+  s->file = src_add(path, text, len);
   free(text);
   int errors = diag_errors();
-  Ast *root = parse_source(file);
-  bool syntax_ok = diag_errors() == errors;
+  s->root = parse_source(s->file);
+  s->syntax_ok = diag_errors() == errors;
+  return s;
+}
+
+Graph *frontend_lower(const Source *src, const Define *defs, int ndefs,
+                      const Config *cfg, unsigned cfg_set) {
+  int file = src->file;
+  const Ast *root = src->root;
+  bool syntax_ok = src->syntax_ok;
+  int errors = diag_errors();
 
   Lower *L = xalloc(sizeof *L);
   L->g = graph_new();
@@ -982,4 +994,9 @@ Graph *frontend_load(const char *path, const Define *defs, int ndefs,
     return NULL;
   }
   return L->g;
+}
+
+Graph *frontend_load(const char *path, const Define *defs, int ndefs,
+                     const Config *cfg, unsigned cfg_set) {
+  return frontend_lower(frontend_read(path), defs, ndefs, cfg, cfg_set);
 }

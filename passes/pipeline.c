@@ -19,9 +19,12 @@
  * Contract of pipeline_compile:
  *   Requires: p->path and the settings; p->dump_after, if set,
  *     names a pass (checked first: exit 2 with a did-you-mean if not).
- *   Does: every pass of the table, each under its own contract
- *     (the comment atop each pass's file); the frontend reads and parses the file
- *     (--gpus N: the file is loaded again with `batch` divided by N).
+ *   Does: every pass of the table, each under its own contract (the
+ *     comment atop each pass's file). The file is read and parsed once,
+ *     into p->src; a compile that finds p->src set lowers that tree again
+ *     (--max-batch). --gpus N lowers it a second time, with `batch`
+ *     divided by N: the first lowering finds the batch and reports the
+ *     model's errors at the batch as written, as mdlc always has.
  *   Leaves: p->g, the step planned to the arena; p->placed and
  *     p->placement (zero when placement did not run). NULL after a user
  *     error was reported.
@@ -37,7 +40,9 @@
 /* ---- the passes, as the table calls them --------------------------------- */
 
 /* Data parallel: each of N devices runs the whole model on batch / N
- * samples, so the model is compiled again with `batch` divided. */
+ * samples, so the parsed model is lowered again with `batch` divided (the
+ * first lowering, with the whole batch, finds the batch and reports the
+ * model's errors; the file is not read or parsed again). */
 static Graph *per_device(const Pipeline *p, Graph *g) {
   int n = p->cfg.gpus;
   if (g->batch < 0)
@@ -51,11 +56,13 @@ static Graph *per_device(const Pipeline *p, Graph *g) {
   for (int i = 0; i < p->ndefs; i++)
     if (strcmp(p->defs[i].name, "batch") != 0) defs[nd++] = p->defs[i];
   defs[nd++] = (Define){"batch", g->batch / n};
-  return frontend_load(p->path, defs, nd, &p->cfg, p->cfg_set);
+  return frontend_lower(p->src, defs, nd, &p->cfg, p->cfg_set);
 }
 
+/* The file is read and parsed by the first compile only. */
 static void run_frontend(Pipeline *p) {
-  p->g = frontend_load(p->path, p->defs, p->ndefs, &p->cfg, p->cfg_set);
+  if (!p->src) p->src = frontend_read(p->path);
+  p->g = frontend_lower(p->src, p->defs, p->ndefs, &p->cfg, p->cfg_set);
   if (p->g && p->cfg.gpus > 1) p->g = per_device(p, p->g);
 }
 
