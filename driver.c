@@ -235,18 +235,6 @@ static Pipeline pipeline_of(const Options *o) {
       .note_unmet = a != ACT_BUDGET && a != ACT_MAX_BATCH && a != ACT_EMIT_MDL};
 }
 
-/* A JSON string (names are identifiers with [ ] / : . #, but be safe). */
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; s && *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
-
 /* --budget: the segments placed (first and last op by path name and source
  * line), the new peak and where, the extra FLOPs; exit 1 when nothing
  * fits, with the smallest peak found and its breakdown. */
@@ -378,112 +366,9 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
   case ACT_BUDGET:
     rc = report_budget(g, pl, o->run.json, out);
     break;
-  case ACT_MAX_BATCH: {
-    /* the largest `let batch` that fits, by recompiling with -D batch=N */
-    char b1[32];
-    if (g->batch < 0)
-      die_usage("--max-batch varies `let batch`, but the model has no "
-                "top-level `let batch`");
-    Pipeline oc = *p;
-    Define *defs = xalloc(sizeof(Define) * (size_t)(o->ndefs + 1));
-    oc.defs = defs;
-    oc.ndefs = 0;
-    for (int i = 0; i < o->ndefs; i++)
-      if (strcmp(o->defs[i].name, "batch") != 0) defs[oc.ndefs++] = o->defs[i];
-    oc.ndefs++;
-    oc.dump_after = NULL;
-    oc.cfg.budget = -1; /* compile without placement; mode 1 places */
-    oc.cfg_set |= CFG_BUDGET;
-    int64_t size = o->size_arg;
-    int64_t res_batch[2], res_peak[2], res_flops[2], res_fwd[2];
-    int res_segs[2];
-    /* peak(batch) for both modes; with placement, the placed peak */
-    for (int mode = 0; mode < 2; mode++) {
-      int64_t lo = 0, hi = 1, best_flops = 0, best_peak = 0, best_fwd = 1;
-      int best_segs = 0;
-      /* grow hi until it does not fit (at most 2^40) */
-      for (;;) {
-        defs[oc.ndefs - 1] = (Define){"batch", hi};
-        Graph *h = pipeline_compile(&oc);
-        bool ok = false;
-        if (h) {
-          Placement r;
-          ok = mode ? pass_placement(h, size, NULL, &r) : h->peak <= size;
-          if (ok) {
-            best_peak = mode ? r.peak : h->peak;
-            best_flops = mode ? r.extra_flops : 0;
-            best_fwd = mode ? r.fwd_flops : 1;
-            best_segs = mode ? r.nsegments : 0;
-          }
-        }
-        if (!ok || hi >= ((int64_t)1 << 40)) break;
-        lo = hi;
-        hi *= 2;
-      }
-      while (hi - lo > 1) {
-        int64_t mid = lo + (hi - lo) / 2;
-        defs[oc.ndefs - 1] = (Define){"batch", mid};
-        Graph *h = pipeline_compile(&oc);
-        bool ok = false;
-        Placement r;
-        if (h) ok = mode ? pass_placement(h, size, NULL, &r) : h->peak <= size;
-        if (ok) {
-          lo = mid;
-          best_peak = mode ? r.peak : h->peak;
-          best_flops = mode ? r.extra_flops : 0;
-          best_fwd = mode ? r.fwd_flops : 1;
-          best_segs = mode ? r.nsegments : 0;
-        } else {
-          hi = mid;
-        }
-      }
-      res_batch[mode] = lo;
-      res_peak[mode] = best_peak;
-      res_flops[mode] = best_flops;
-      res_fwd[mode] = best_fwd;
-      res_segs[mode] = best_segs;
-      if (lo == 0) rc = 1;
-      if (o->run.json) continue;
-      if (lo == 0) {
-        fprintf(out, "%s: batch 1 does not fit in %lld B (%s)\n",
-                mode ? "with checkpoint placement" : "without checkpoints",
-                (long long)size, fmt_bytes(size, b1));
-        continue;
-      }
-      fprintf(out, "%s: max batch %lld, peak %lld B (%s)", mode
-              ? "with checkpoint placement" : "without checkpoints",
-              (long long)lo, (long long)best_peak, fmt_bytes(best_peak, b1));
-      if (mode)
-        fprintf(out, ", %d segment%s, %lld FLOPs recomputed (%.2f%% of the "
-                "forward)", best_segs, best_segs == 1 ? "" : "s",
-                (long long)best_flops,
-                100.0 * (double)best_flops / (double)best_fwd);
-      fputc('\n', out);
-    }
-    if (o->run.json) {
-      fprintf(out, "{\"model\": ");
-      json_str(out, g->model_name);
-      fprintf(out, ", \"size\": %lld, \"batch_was\": %lld", (long long)size,
-              (long long)g->batch);
-      for (int mode = 0; mode < 2; mode++) {
-        fprintf(out, ",\n \"%s\": {\"max_batch\": %lld, \"peak\": %lld",
-                mode ? "with_placement" : "without_checkpoints",
-                (long long)res_batch[mode], (long long)res_peak[mode]);
-        if (mode)
-          fprintf(out, ", \"segments\": %d, \"extra_flops\": %lld, "
-                  "\"extra_pct_forward\": %.4f", res_segs[mode],
-                  (long long)res_flops[mode],
-                  100.0 * (double)res_flops[mode] / (double)res_fwd[mode]);
-        fputc('}', out);
-      }
-      fprintf(out, "}\n");
-      break;
-    }
-    fprintf(out, "(budget %lld B (%s); model %s, `let batch` was %lld)\n",
-            (long long)size, fmt_bytes(size, b1), g->model_name,
-            (long long)g->batch);
+  case ACT_MAX_BATCH:
+    rc = max_batch(p, g, o->size_arg, o->run.json, out);
     break;
-  }
   case ACT_EMIT_MDL: {
     /* the source with the placed checkpoints; a header comment says what
      * was placed (exit 1 when the budget cannot be met: the smallest peak

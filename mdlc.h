@@ -68,6 +68,8 @@ const char *fmt_bytes(int64_t bytes, char *buf);
 int edit_distance(const char *a, const char *b);
 /* The candidate closest to `word`, or NULL if none is close enough. */
 const char *closest_word(const char *word, const char *const *cands, int n);
+/* s as a JSON string, quotes included ("" for NULL). */
+void json_str(FILE *f, const char *s);
 
 /* ======================================================================
  * diag.c: source files and diagnostics
@@ -685,6 +687,17 @@ void pipeline_plan(Graph *g);
 /* The step built again from the forward graph (after its segments
  * changed): graph_clear_step, autodiff, liveness. Invalidates the arena. */
 void pipeline_rebuild_step(Graph *g);
+
+/* ======================================================================
+ * max_batch.c: --max-batch, the largest `let batch` that fits
+ * ====================================================================== */
+
+/* Prints, without checkpoints and with placement, the largest batch whose
+ * step fits in `size` bytes (text, or one JSON document), each found by
+ * compiling p's model again (p->src) at -D batch=N; g is p's own compile.
+ * Returns 1 if batch 1 does not fit one way or the other, else 0. */
+int max_batch(const Pipeline *p, const Graph *g, int64_t size, bool json,
+              FILE *out);
 
 /* ======================================================================
  * backend/report/emit_mdl.c: --emit-mdl, the source with placed checkpoints

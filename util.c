@@ -217,3 +217,15 @@ const char *closest_word(const char *word, const char *const *cands, int n) {
   }
   return best;
 }
+
+/* Names are identifiers with [ ] / : . #, but be safe. */
+void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c < 0x20) fprintf(f, "\\u%04x", c);
+    else fputc(c, f);
+  }
+  fputc('"', f);
+}

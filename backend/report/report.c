@@ -93,17 +93,6 @@ int largest_at_peak(const Graph *g, int *bufs, int max) {
   return n;
 }
 
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
-
 /* Live bytes once the forward pass is over (after the last forward
  * instruction's frees): the persistent bytes plus everything saved for the
  * backward. -1 when there is no forward instruction. */
