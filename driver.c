@@ -401,7 +401,7 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
                   (long long)o->defs[i].value);
       sb_printf(&h, ": compile it with the same\n");
     }
-    mdl_emit(g, o->defs, o->ndefs, h.s, out);
+    mdl_emit(g, p->src, h.s, out);
     if (!pl->fits) {
       fprintf(stderr, "mdlc: budget %lld B (%s) cannot be met at the "
               "boundaries the source can write; the smallest peak found is "

@@ -190,6 +190,15 @@ typedef enum {
   VK_ACT,   /* produced by a node */
 } ValueKind;
 
+/* Which model-level statement made a node or value: --emit-mdl writes
+ * checkpoints between statements and between the calls of a repeat. */
+typedef struct {
+  int stmt;  /* index among the model's statements in source order (those
+                in a `checkpoint { }` counted, the block itself not); -1:
+                none (a graph not made by the frontend) */
+  int call;  /* which call of that statement's `repeat` (0 outside one) */
+} Origin;
+
 /* A tensor. */
 typedef struct {
   const char *name;   /* stable path name: "layer[3]/m.weight" */
@@ -205,6 +214,7 @@ typedef struct {
   bool needs_grad;    /* a gradient is computed for it (autodiff) */
   bool is_output;     /* the loss or an `output`: lives to the end */
   Loc loc;            /* where it was written */
+  Origin origin;      /* the statement that made it (an output: its node's) */
 } Value;
 
 /* An operation. Attributes live in a union; the comment on each member
@@ -220,6 +230,7 @@ typedef struct {
   int segment;        /* checkpoint segment id, -1 if none */
   int dtype_override; /* `dtype = ...` on the call: a DType, or -1 */
   Loc loc;            /* the call in the source */
+  Origin origin;      /* the statement that made it (a cast: its operand's) */
   union {
     struct { int64_t out; bool bias; } linear;          /* LINEAR */
     struct { bool ta, tb; } matmul;                     /* MATMUL */
@@ -706,13 +717,14 @@ int max_batch(const Pipeline *p, const Graph *g, int64_t size, bool json,
 /* Per node of g's forward graph: whether the source can write a segment
  * boundary right before it (between model-level statements, between the
  * calls of a `NAME = repeat N B(NAME0, ...)`): the cut_ok of
- * pass_placement. defs: the -D overrides (for repeat counts). */
-bool *mdl_cut_points(const Graph *g, const Define *defs, int ndefs);
+ * pass_placement. Read off the nodes' origins; src: the parsed file g
+ * was lowered from (the statements). */
+bool *mdl_cut_points(const Graph *g, const Source *src);
 /* Prints header, then the source with g's segments written in (placed
  * with mdl_cut_points' boundaries): repeats split, `checkpoint` calls and
  * blocks; the source's own checkpoints and train `budget` removed. */
-void mdl_emit(const Graph *g, const Define *defs, int ndefs,
-              const char *header, FILE *f);
+void mdl_emit(const Graph *g, const Source *src, const char *header,
+              FILE *f);
 
 /* ======================================================================
  * backend/report/report.c, timeline.c: what --peak, --ops, --timeline print

@@ -113,6 +113,9 @@ struct Lower {
   int segcap;          /* capacity of g->segment_loc */
   const BlockDef *stack[MAX_CALL_DEPTH]; /* block calls being lowered */
   int depth;
+  Origin at;           /* the model statement (and repeat call) being
+                          lowered: stamped on every node and value */
+  int nstmt;           /* model statements met so far */
   bool too_big;        /* MAX_NODES reached (reported once) */
 };
 
@@ -193,12 +196,15 @@ int lower_node(Lower *L, Op op, const char *full, const int *in, int nin,
   int n = graph_add_node(g, op, full, in, nin, loc);
   g->nodes[n].segment = L->seg;
   g->nodes[n].dtype_override = dtype_override;
+  g->nodes[n].origin = L->at;
   return n;
 }
 
 int lower_param(Lower *L, const char *full, ValueKind k, DType dt,
                 const Shape *s, Loc loc) {
-  return graph_add_value(L->g, lower_value_name(L, full), k, dt, s, loc);
+  int v = graph_add_value(L->g, lower_value_name(L, full), k, dt, s, loc);
+  L->g->vals[v].origin = L->at;
+  return v;
 }
 
 bool lower_shape_ok(Lower *L, const Shape *s, Loc loc, const char *what) {
@@ -420,8 +426,10 @@ static Ev lower_repeat(Lower *L, const Ast *e, const char *ctx) {
     return err();
   }
   Ev r = args[0];
+  int call0 = L->at.call;
   for (int64_t i = 0; i < n.i && r.k != EV_ERR; i++) {
     args[0] = r;
+    if (L->depth == 0) L->at.call = (int)i; /* a model-level repeat */
     if (each && !seg_open(L, e->kid[1]->loc)) return err();
     r = call_block(L, bd, call, args, nargs);
     if (each) seg_close(L);
@@ -431,6 +439,7 @@ static Ev lower_repeat(Lower *L, const Ast *e, const char *ctx) {
       return err();
     }
   }
+  L->at.call = call0;
   return r;
 }
 
@@ -712,7 +721,9 @@ static void lower_let(Lower *L, const Ast *st) {
 }
 
 /* Lowers a statement list; ret (blocks only) receives the return value,
- * with ret->nv = 0 once a return was seen. */
+ * with ret->nv = 0 once a return was seen. The model's statements (not a
+ * block's) are numbered as they come, those in `checkpoint { }` too: the
+ * Origin of what each makes. */
 static void lower_stmts(Lower *L, const Ast *list, Ev *ret) {
   bool returned = false;
   for (int i = 0; i < list->nkid; i++) {
@@ -722,6 +733,8 @@ static void lower_stmts(Lower *L, const Ast *list, Ev *ret) {
       diag_hint("'return' ends a block");
       return;
     }
+    if (L->depth == 0 && st->kind != AST_CKBLOCK)
+      L->at = (Origin){L->nstmt++, 0};
     switch (st->kind) {
     case AST_LET: lower_let(L, st); break;
     case AST_INPUT: lower_input(L, st); break;
@@ -945,6 +958,7 @@ Graph *frontend_lower(const Source *src, const Define *defs, int ndefs,
   L->g = graph_new();
   L->g->cfg = *cfg;
   L->seg = -1;
+  L->at = (Origin){-1, 0};
   L->global = xalloc(sizeof *L->global);
   L->global->prefix = "";
   L->cur = L->global;

@@ -72,7 +72,7 @@ static void run_precision(Pipeline *p) { pass_precision(p->g); }
 static void run_placement(Pipeline *p) {
   Graph *g = p->g;
   const bool *cut =
-      p->source_cuts ? mdl_cut_points(g, p->defs, p->ndefs) : NULL;
+      p->source_cuts ? mdl_cut_points(g, p->src) : NULL;
   pass_placement(g, g->cfg.budget, cut, &p->placement);
   p->placed = true;
   if (!p->placement.fits && p->note_unmet) {
