@@ -19,7 +19,7 @@ LDLIBS  += -lm
 
 # Sources: every .c under these folders is part of mdlc.
 SRC_DIRS := ir ops frontend passes backend/report backend/cpu backend/cuda
-SRCS     := driver.c util.c diag.c $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
+SRCS     := driver.c max_batch.c util.c diag.c $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
 GEN_SRCS := $(BUILD)/grammar/parser.c $(BUILD)/grammar/lexer.c
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o) $(GEN_SRCS:.c=.o)
 

@@ -1,7 +1,7 @@
-/* driver.c: mdlc's command line and its pipeline.
+/* driver.c: mdlc's command line.
  *
- * compile() is the whole compiler as one list: frontend, precision,
- * autodiff, liveness, arena. Each action then reads the finished graph.
+ * The options become a Pipeline (passes/pipeline.c: the compiler as one
+ * list); each action then reads the finished graph.
  * Exit status: 0 success, 1 user error or failed check, 2 bad command
  * line, 3 machine failure.
  */
@@ -225,89 +225,14 @@ static void parse_args(int argc, char **argv, Options *o) {
               o->cfg.zero);
 }
 
-/* Data parallel: each of N devices runs the whole model on batch / N
- * samples, so the model is compiled again with `batch` divided. */
-static Graph *per_device(const Options *o, Graph *g) {
-  int n = o->cfg.gpus;
-  if (g->batch < 0)
-    die_usage("--gpus %d splits the batch, but the model has no top-level "
-              "`let batch`", n);
-  if (g->batch % n)
-    die_usage("--gpus %d: batch %lld does not divide evenly over %d devices",
-              n, (long long)g->batch, n);
-  Define *defs = xalloc(sizeof(Define) * (size_t)(o->ndefs + 1));
-  int nd = 0;
-  for (int i = 0; i < o->ndefs; i++)
-    if (strcmp(o->defs[i].name, "batch") != 0) defs[nd++] = o->defs[i];
-  defs[nd++] = (Define){"batch", g->batch / n};
-  return frontend_load(o->file, defs, nd, &o->cfg, o->cfg_set);
-}
-
-static const char *const pass_names[] = {"frontend", "precision", "autodiff",
-                                         "liveness", "arena"};
-
-/* The pipeline. Returns NULL after a user error was reported. When a
- * budget is in force (--budget, or `budget` in the train block) checkpoint
- * placement runs after the precision pass and builds the step itself; its
- * result goes to *pl (pl->stages is 0 when it did not run). */
-static Graph *compile(const Options *o, Placement *pl) {
-  for (size_t i = 0; o->dump_after && i < 5; i++)
-    if (strcmp(o->dump_after, pass_names[i]) == 0) goto known;
-  if (o->dump_after) {
-    const char *near = closest_word(o->dump_after, pass_names, 5);
-    die_usage("--dump-after: unknown pass '%s'%s%s%s", o->dump_after,
-              near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
-  }
-known:;
-#define DUMP(name, step)                                                     \
-  if (o->dump_after && strcmp(o->dump_after, name) == 0) {                   \
-    graph_dump(g, stdout, step);                                             \
-    exit(0);                                                                 \
-  }
-  Graph *g = frontend_load(o->file, o->defs, o->ndefs, &o->cfg, o->cfg_set);
-  if (!g) return NULL;
-  if (o->cfg.gpus > 1) g = per_device(o, g);
-  if (!g) return NULL;
-#ifdef MDLC_VERIFY
-#define VERIFY() graph_verify(g)
-#else
-#define VERIFY() ((void)0)
-#endif
-  VERIFY();
-  DUMP("frontend", false);
-  pass_precision(g);
-  VERIFY();
-  DUMP("precision", false);
-  memset(pl, 0, sizeof *pl);
-  if (g->cfg.budget >= 0 && !g->cfg.infer) {
-    /* placement builds the step (pass_autodiff, pass_liveness) itself;
-     * --emit-mdl allows only the boundaries the source can write */
-    const bool *cut = o->action == ACT_EMIT_MDL
-                          ? mdl_cut_points(g, o->defs, o->ndefs) : NULL;
-    pass_placement(g, g->cfg.budget, cut, pl);
-    if (!pl->fits && o->action != ACT_BUDGET && o->action != ACT_MAX_BATCH &&
-        o->action != ACT_EMIT_MDL) {
-      char b1[32], b2[32];
-      fprintf(stderr, "mdlc: note: budget %lld B (%s) cannot be met; using "
-              "the smallest peak found, %lld B (%s)\n",
-              (long long)g->cfg.budget, fmt_bytes(g->cfg.budget, b1),
-              (long long)pl->peak, fmt_bytes(pl->peak, b2));
-    }
-    VERIFY();
-    DUMP("autodiff", true);
-    DUMP("liveness", true);
-  } else {
-    pass_autodiff(g);
-    VERIFY();
-    DUMP("autodiff", true);
-    pass_liveness(g);
-    VERIFY();
-    DUMP("liveness", true);
-  }
-  pass_arena(g);
-  VERIFY();
-  DUMP("arena", true);
-  return g;
+/* The pipeline (passes/pipeline.c) as the command line asks for it. */
+static Pipeline pipeline_of(const Options *o) {
+  Action a = o->action;
+  return (Pipeline){
+      .path = o->file, .defs = o->defs, .ndefs = o->ndefs, .cfg = o->cfg,
+      .cfg_set = o->cfg_set, .dump_after = o->dump_after,
+      .source_cuts = a == ACT_EMIT_MDL,
+      .note_unmet = a != ACT_BUDGET && a != ACT_MAX_BATCH && a != ACT_EMIT_MDL};
 }
 
 /* --budget: the segments placed (first and last op by path name and source
@@ -407,7 +332,8 @@ static int report_budget(const Graph *g, const Placement *r, bool json,
   return 1;
 }
 
-static int run_action(const Options *o, Graph *g, const Placement *pl) {
+static int run_action(const Options *o, const Pipeline *p, Graph *g) {
+  const Placement *pl = &p->placement;
   FILE *out = stdout;
   if (o->run.out_path && o->action != ACT_RUN) {
     out = fopen(o->run.out_path, "w");
@@ -440,112 +366,9 @@ static int run_action(const Options *o, Graph *g, const Placement *pl) {
   case ACT_BUDGET:
     rc = report_budget(g, pl, o->run.json, out);
     break;
-  case ACT_MAX_BATCH: {
-    /* the largest `let batch` that fits, by recompiling with -D batch=N */
-    char b1[32];
-    if (g->batch < 0)
-      die_usage("--max-batch varies `let batch`, but the model has no "
-                "top-level `let batch`");
-    Options oc = *o;
-    oc.defs = xalloc(sizeof(Define) * (size_t)(o->ndefs + 1));
-    oc.ndefs = 0;
-    for (int i = 0; i < o->ndefs; i++)
-      if (strcmp(o->defs[i].name, "batch") != 0) oc.defs[oc.ndefs++] = o->defs[i];
-    oc.ndefs++;
-    oc.dump_after = NULL;
-    oc.cfg.budget = -1; /* compile without placement; mode 1 places */
-    oc.cfg_set |= CFG_BUDGET;
-    Placement unused;
-    int64_t size = o->size_arg;
-    int64_t res_batch[2], res_peak[2], res_flops[2], res_fwd[2];
-    int res_segs[2];
-    /* peak(batch) for both modes; with placement, the placed peak */
-    for (int mode = 0; mode < 2; mode++) {
-      int64_t lo = 0, hi = 1, best_flops = 0, best_peak = 0, best_fwd = 1;
-      int best_segs = 0;
-      /* grow hi until it does not fit (at most 2^40) */
-      for (;;) {
-        oc.defs[oc.ndefs - 1] = (Define){"batch", hi};
-        Graph *h = compile(&oc, &unused);
-        bool ok = false;
-        if (h) {
-          Placement r;
-          ok = mode ? pass_placement(h, size, NULL, &r) : h->peak <= size;
-          if (ok) {
-            best_peak = mode ? r.peak : h->peak;
-            best_flops = mode ? r.extra_flops : 0;
-            best_fwd = mode ? r.fwd_flops : 1;
-            best_segs = mode ? r.nsegments : 0;
-          }
-        }
-        if (!ok || hi >= ((int64_t)1 << 40)) break;
-        lo = hi;
-        hi *= 2;
-      }
-      while (hi - lo > 1) {
-        int64_t mid = lo + (hi - lo) / 2;
-        oc.defs[oc.ndefs - 1] = (Define){"batch", mid};
-        Graph *h = compile(&oc, &unused);
-        bool ok = false;
-        Placement r;
-        if (h) ok = mode ? pass_placement(h, size, NULL, &r) : h->peak <= size;
-        if (ok) {
-          lo = mid;
-          best_peak = mode ? r.peak : h->peak;
-          best_flops = mode ? r.extra_flops : 0;
-          best_fwd = mode ? r.fwd_flops : 1;
-          best_segs = mode ? r.nsegments : 0;
-        } else {
-          hi = mid;
-        }
-      }
-      res_batch[mode] = lo;
-      res_peak[mode] = best_peak;
-      res_flops[mode] = best_flops;
-      res_fwd[mode] = best_fwd;
-      res_segs[mode] = best_segs;
-      if (lo == 0) rc = 1;
-      if (o->run.json) continue;
-      if (lo == 0) {
-        fprintf(out, "%s: batch 1 does not fit in %lld B (%s)\n",
-                mode ? "with checkpoint placement" : "without checkpoints",
-                (long long)size, fmt_bytes(size, b1));
-        continue;
-      }
-      fprintf(out, "%s: max batch %lld, peak %lld B (%s)", mode
-              ? "with checkpoint placement" : "without checkpoints",
-              (long long)lo, (long long)best_peak, fmt_bytes(best_peak, b1));
-      if (mode)
-        fprintf(out, ", %d segment%s, %lld FLOPs recomputed (%.2f%% of the "
-                "forward)", best_segs, best_segs == 1 ? "" : "s",
-                (long long)best_flops,
-                100.0 * (double)best_flops / (double)best_fwd);
-      fputc('\n', out);
-    }
-    if (o->run.json) {
-      fprintf(out, "{\"model\": ");
-      json_str(out, g->model_name);
-      fprintf(out, ", \"size\": %lld, \"batch_was\": %lld", (long long)size,
-              (long long)g->batch);
-      for (int mode = 0; mode < 2; mode++) {
-        fprintf(out, ",\n \"%s\": {\"max_batch\": %lld, \"peak\": %lld",
-                mode ? "with_placement" : "without_checkpoints",
-                (long long)res_batch[mode], (long long)res_peak[mode]);
-        if (mode)
-          fprintf(out, ", \"segments\": %d, \"extra_flops\": %lld, "
-                  "\"extra_pct_forward\": %.4f", res_segs[mode],
-                  (long long)res_flops[mode],
-                  100.0 * (double)res_flops[mode] / (double)res_fwd[mode]);
-        fputc('}', out);
-      }
-      fprintf(out, "}\n");
-      break;
-    }
-    fprintf(out, "(budget %lld B (%s); model %s, `let batch` was %lld)\n",
-            (long long)size, fmt_bytes(size, b1), g->model_name,
-            (long long)g->batch);
+  case ACT_MAX_BATCH:
+    rc = max_batch(p, g, o->size_arg, o->run.json, out);
     break;
-  }
   case ACT_EMIT_MDL: {
     /* the source with the placed checkpoints; a header comment says what
      * was placed (exit 1 when the budget cannot be met: the smallest peak
@@ -578,7 +401,7 @@ static int run_action(const Options *o, Graph *g, const Placement *pl) {
                   (long long)o->defs[i].value);
       sb_printf(&h, ": compile it with the same\n");
     }
-    mdl_emit(g, o->defs, o->ndefs, h.s, out);
+    mdl_emit(g, p->src, h.s, out);
     if (!pl->fits) {
       fprintf(stderr, "mdlc: budget %lld B (%s) cannot be met at the "
               "boundaries the source can write; the smallest peak found is "
@@ -600,8 +423,8 @@ int main(int argc, char **argv) {
   Options o = {.device_memory = -1};
   o.cfg = graph_new()->cfg; /* the defaults */
   parse_args(argc, argv, &o);
-  Placement pl;
-  Graph *g = compile(&o, &pl);
+  Pipeline p = pipeline_of(&o);
+  Graph *g = pipeline_compile(&p);
   if (!g) return 1;
-  return run_action(&o, g, &pl);
+  return run_action(&o, &p, g);
 }

@@ -5,14 +5,15 @@
  * everything else refers to them by int index (printed as %17), so the
  * arrays may grow and a dump reads the same every time.
  *
- * The pipeline (driver.c, compile()) reads top to bottom:
+ * The pipeline (passes/pipeline.c, one table) reads top to bottom:
  *   frontend     .mdl -> forward Graph (values, nodes, shapes, segments)
  *   precision    dtypes by policy, explicit casts
+ *   placement    (a budget in force) checkpoint segments; builds the step
  *   autodiff     the step: Bufs and Instrs (forward, recompute, backward,
  *                optimizer), every instruction's operands
  *   liveness     allocation/free points, peak, live set at the peak
  *   arena        offsets of every non-persistent Buf
- * and then one action: report, emit CUDA, run on the CPU.
+ * and then one action (driver.c): report, emit CUDA, run on the CPU.
  */
 #ifndef MDLC_H
 #define MDLC_H
@@ -207,6 +208,15 @@ typedef enum {
   VK_ACT,   /* produced by a node */
 } ValueKind;
 
+/* Which model-level statement made a node or value: --emit-mdl writes
+ * checkpoints between statements and between the calls of a repeat. */
+typedef struct {
+  int stmt;  /* index among the model's statements in source order (those
+                in a `checkpoint { }` counted, the block itself not); -1:
+                none (a graph not made by the frontend) */
+  int call;  /* which call of that statement's `repeat` (0 outside one) */
+} Origin;
+
 /* A tensor. */
 typedef struct {
   const char *name;   /* stable path name: "layer[3]/m.weight" */
@@ -222,6 +232,7 @@ typedef struct {
   bool needs_grad;    /* a gradient is computed for it (autodiff) */
   bool is_output;     /* the loss or an `output`: lives to the end */
   Loc loc;            /* where it was written */
+  Origin origin;      /* the statement that made it (an output: its node's) */
 } Value;
 
 /* An operation. Attributes live in a union; the comment on each member
@@ -237,6 +248,7 @@ typedef struct {
   int segment;        /* checkpoint segment id, -1 if none */
   int dtype_override; /* `dtype = ...` on the call: a DType, or -1 */
   Loc loc;            /* the call in the source */
+  Origin origin;      /* the statement that made it (a cast: its operand's) */
   union {
     struct { int64_t out; bool bias; } linear;          /* LINEAR */
     struct { bool ta, tb; } matmul;                     /* MATMUL */
@@ -478,11 +490,27 @@ typedef struct {
   int64_t value;      /* its new value */
 } Define;
 
-/* Parses and lowers `path` (or stdin for "-") into a forward graph: values
- * with shapes and f32/declared dtypes, nodes in program order, segments,
- * path names. `cfg` holds defaults overridden by the command line
- * (cfg_set says which keys the command line set); the train block fills
- * the rest. Returns NULL after reporting errors. */
+/* A model file, read and parsed once; lowered as often as asked. */
+typedef struct {
+  const char *path;  /* as given ("-" for standard input) */
+  int file;          /* its id (src_add) */
+  struct Ast *root;  /* the AST_FILE the parser built (syntax errors:
+                        AST_ERROR or NULL parts, see parse_source) */
+  bool syntax_ok;    /* the parser reported no error */
+} Source;
+
+/* Reads `path` (or stdin for "-") and parses it; syntax errors are
+ * reported. A file that cannot be read is a command-line error (exit 2). */
+Source *frontend_read(const char *path);
+/* Lowers a parsed file into a forward graph: values with shapes and
+ * f32/declared dtypes, nodes in program order, segments, path names.
+ * `cfg` holds defaults overridden by the command line (cfg_set says which
+ * keys the command line set); the train block fills the rest. Returns
+ * NULL after reporting errors (a file with syntax errors has its lets
+ * checked, then gives NULL). The tree is not changed. */
+Graph *frontend_lower(const Source *src, const Define *defs, int ndefs,
+                      const Config *cfg, unsigned cfg_set);
+/* frontend_read, then frontend_lower. */
 Graph *frontend_load(const char *path, const Define *defs, int ndefs,
                      const Config *cfg, unsigned cfg_set);
 
@@ -657,19 +685,64 @@ bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
                     Placement *res);
 
 /* ======================================================================
+ * passes/pipeline.c: the compiler as one list
+ * ====================================================================== */
+
+/* One compile: what it is asked for, and what it made. */
+typedef struct {
+  const char *path;       /* the model file, or "-" for standard input */
+  Source *src;            /* that file read and parsed: by the first
+                             compile; later ones (--max-batch) lower it
+                             again, never read or parse it twice */
+  const Define *defs;     /* -D overrides */
+  int ndefs;
+  Config cfg;             /* defaults with the command line's settings */
+  unsigned cfg_set;       /* which of cfg the command line set (CFG_*) */
+  const char *dump_after; /* --dump-after=PASS: print the IR, exit 0 */
+  bool source_cuts;       /* --emit-mdl: segments only where the source
+                             can write them (mdl_cut_points) */
+  bool note_unmet;        /* a note on stderr when the budget cannot be met */
+  /* what it made: */
+  Graph *g;               /* the graph, as far as the passes got */
+  bool placed;            /* placement ran (a budget was in force) */
+  Placement placement;    /* its result, zero if it did not run */
+} Pipeline;
+
+/* Every pass, frontend to arena. NULL after a user error was reported. */
+Graph *pipeline_compile(Pipeline *p);
+/* The passes after the frontend, on a graph built another way (tests,
+ * benchmarks): precision to arena, placement if g->cfg has a budget. */
+void pipeline_plan(Graph *g);
+/* The step built again from the forward graph (after its segments
+ * changed): graph_clear_step, autodiff, liveness. Invalidates the arena. */
+void pipeline_rebuild_step(Graph *g);
+
+/* ======================================================================
+ * max_batch.c: --max-batch, the largest `let batch` that fits
+ * ====================================================================== */
+
+/* Prints, without checkpoints and with placement, the largest batch whose
+ * step fits in `size` bytes (text, or one JSON document), each found by
+ * compiling p's model again (p->src) at -D batch=N; g is p's own compile.
+ * Returns 1 if batch 1 does not fit one way or the other, else 0. */
+int max_batch(const Pipeline *p, const Graph *g, int64_t size, bool json,
+              FILE *out);
+
+/* ======================================================================
  * backend/report/emit_mdl.c: --emit-mdl, the source with placed checkpoints
  * ====================================================================== */
 
 /* Per node of g's forward graph: whether the source can write a segment
  * boundary right before it (between model-level statements, between the
  * calls of a `NAME = repeat N B(NAME0, ...)`): the cut_ok of
- * pass_placement. defs: the -D overrides (for repeat counts). */
-bool *mdl_cut_points(const Graph *g, const Define *defs, int ndefs);
+ * pass_placement. Read off the nodes' origins; src: the parsed file g
+ * was lowered from (the statements). */
+bool *mdl_cut_points(const Graph *g, const Source *src);
 /* Prints header, then the source with g's segments written in (placed
  * with mdl_cut_points' boundaries): repeats split, `checkpoint` calls and
  * blocks; the source's own checkpoints and train `budget` removed. */
-void mdl_emit(const Graph *g, const Define *defs, int ndefs,
-              const char *header, FILE *f);
+void mdl_emit(const Graph *g, const Source *src, const char *header,
+              FILE *f);
 
 /* ======================================================================
  * backend/report/report.c, timeline.c: what --peak, --ops, --timeline print

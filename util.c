@@ -223,6 +223,7 @@ const char *closest_word(const char *word, const char *const *cands, int n) {
   return best;
 }
 
+/* Names are identifiers with [ ] / : . #, but be safe. */
 void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (; s && *s; s++) {

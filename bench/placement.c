@@ -55,9 +55,7 @@ static Graph *build(void) {
   graph_add_output(g, n, "logprobs", DT_F32, &ls, true);
   g->vals[loss].is_output = true;
   g->loss = loss;
-  pass_precision(g);
-  pass_autodiff(g);
-  pass_liveness(g);
+  pipeline_plan(g);
   return g;
 }
 
@@ -73,9 +71,7 @@ static void sequential(Graph *g, int k, int64_t *peak, int64_t *flops) {
   }
   g->nsegments = k - 1;
   g->segment_loc = xalloc(sizeof(Loc) * (size_t)k);
-  graph_clear_step(g);
-  pass_autodiff(g);
-  pass_liveness(g);
+  pipeline_rebuild_step(g);
   *peak = g->peak;
 }
 

@@ -1,8 +1,10 @@
 /* frontend/lower.c: from the syntax tree to the forward graph.
  *
- * frontend_load reads and parses the file, evaluates the top-level `let`s
- * (with -D overrides), applies the train block, and lowers the model's
- * statements in order. Names resolve in the current scope (the model's, or
+ * frontend_read reads and parses the file once; frontend_lower, as often
+ * as asked (--gpus, --max-batch lower the same tree again with another
+ * `batch`), evaluates the top-level `let`s (with -D overrides), applies
+ * the train block, and lowers the model's statements in order. Lowering
+ * never changes the tree. Names resolve in the current scope (the model's, or
  * one block call's), then among the top-level `let`s. A block call gets a
  * fresh scope holding its arguments, and a path prefix for every name it
  * makes: the k-th call of block B in a scope is "B[k]/" (repeat numbers
@@ -111,6 +113,9 @@ struct Lower {
   int segcap;          /* capacity of g->segment_loc */
   const BlockDef *stack[MAX_CALL_DEPTH]; /* block calls being lowered */
   int depth;
+  Origin at;           /* the model statement (and repeat call) being
+                          lowered: stamped on every node and value */
+  int nstmt;           /* model statements met so far */
   bool too_big;        /* MAX_NODES reached (reported once) */
 };
 
@@ -191,12 +196,15 @@ int lower_node(Lower *L, Op op, const char *full, const int *in, int nin,
   int n = graph_add_node(g, op, full, in, nin, loc);
   g->nodes[n].segment = L->seg;
   g->nodes[n].dtype_override = dtype_override;
+  g->nodes[n].origin = L->at;
   return n;
 }
 
 int lower_param(Lower *L, const char *full, ValueKind k, DType dt,
                 const Shape *s, Loc loc) {
-  return graph_add_value(L->g, lower_value_name(L, full), k, dt, s, loc);
+  int v = graph_add_value(L->g, lower_value_name(L, full), k, dt, s, loc);
+  L->g->vals[v].origin = L->at;
+  return v;
 }
 
 bool lower_shape_ok(Lower *L, const Shape *s, Loc loc, const char *what) {
@@ -418,8 +426,10 @@ static Ev lower_repeat(Lower *L, const Ast *e, const char *ctx) {
     return err();
   }
   Ev r = args[0];
+  int call0 = L->at.call;
   for (int64_t i = 0; i < n.i && r.k != EV_ERR; i++) {
     args[0] = r;
+    if (L->depth == 0) L->at.call = (int)i; /* a model-level repeat */
     if (each && !seg_open(L, e->kid[1]->loc)) return err();
     r = call_block(L, bd, call, args, nargs);
     if (each) seg_close(L);
@@ -429,6 +439,7 @@ static Ev lower_repeat(Lower *L, const Ast *e, const char *ctx) {
       return err();
     }
   }
+  L->at.call = call0;
   return r;
 }
 
@@ -710,7 +721,9 @@ static void lower_let(Lower *L, const Ast *st) {
 }
 
 /* Lowers a statement list; ret (blocks only) receives the return value,
- * with ret->nv = 0 once a return was seen. */
+ * with ret->nv = 0 once a return was seen. The model's statements (not a
+ * block's) are numbered as they come, those in `checkpoint { }` too: the
+ * Origin of what each makes. */
 static void lower_stmts(Lower *L, const Ast *list, Ev *ret) {
   bool returned = false;
   for (int i = 0; i < list->nkid; i++) {
@@ -720,6 +733,8 @@ static void lower_stmts(Lower *L, const Ast *list, Ev *ret) {
       diag_hint("'return' ends a block");
       return;
     }
+    if (L->depth == 0 && st->kind != AST_CKBLOCK)
+      L->at = (Origin){L->nstmt++, 0};
     switch (st->kind) {
     case AST_LET: lower_let(L, st); break;
     case AST_INPUT: lower_input(L, st); break;
@@ -914,8 +929,7 @@ static void lower_lets(Lower *L, const Ast *file, const Define *defs,
   }
 }
 
-Graph *frontend_load(const char *path, const Define *defs, int ndefs,
-                     const Config *cfg, unsigned cfg_set) {
+Source *frontend_read(const char *path) {
   size_t len = 0;
   errno = 0;
   char *text = read_all(path, &len);
@@ -923,16 +937,28 @@ Graph *frontend_load(const char *path, const Define *defs, int ndefs,
     die_usage("cannot read '%s': %s", path,
               errno ? strerror(errno) : "read error");
   if (len > (1u << 30)) die_usage("'%s' is larger than 1 GiB", path);
-  int file = src_add(path, text, len);
+  Source *s = xalloc(sizeof *s);
+  s->path = path;
+  s->file = src_add(path, text, len);
   free(text);
   int errors = diag_errors();
-  Ast *root = parse_source(file);
-  bool syntax_ok = diag_errors() == errors;
+  s->root = parse_source(s->file);
+  s->syntax_ok = diag_errors() == errors;
+  return s;
+}
+
+Graph *frontend_lower(const Source *src, const Define *defs, int ndefs,
+                      const Config *cfg, unsigned cfg_set) {
+  int file = src->file;
+  const Ast *root = src->root;
+  bool syntax_ok = src->syntax_ok;
+  int errors = diag_errors();
 
   Lower *L = xalloc(sizeof *L);
   L->g = graph_new();
   L->g->cfg = *cfg;
   L->seg = -1;
+  L->at = (Origin){-1, 0};
   L->global = xalloc(sizeof *L->global);
   L->global->prefix = "";
   L->cur = L->global;
@@ -982,4 +1008,9 @@ Graph *frontend_load(const char *path, const Define *defs, int ndefs,
     return NULL;
   }
   return L->g;
+}
+
+Graph *frontend_load(const char *path, const Define *defs, int ndefs,
+                     const Config *cfg, unsigned cfg_set) {
+  return frontend_lower(frontend_read(path), defs, ndefs, cfg, cfg_set);
 }

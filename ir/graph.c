@@ -83,6 +83,7 @@ int graph_add_value(Graph *g, const char *name, ValueKind kind, DType dt,
   v->node = -1;
   v->view_of = -1;
   v->loc = loc;
+  v->origin = (Origin){-1, 0};
   value_set_contiguous(v);
   return g->nvals - 1;
 }
@@ -98,6 +99,7 @@ int graph_add_node(Graph *g, Op op, const char *name, const int *in, int nin,
   n->segment = -1;
   n->dtype_override = -1;
   n->loc = loc;
+  n->origin = (Origin){-1, 0};
   return g->nnodes - 1;
 }
 
@@ -105,6 +107,7 @@ int graph_add_output(Graph *g, int node, const char *name, DType dt,
                      const Shape *shape, bool is_extra) {
   int v = graph_add_value(g, name, VK_ACT, dt, shape, g->nodes[node].loc);
   Node *n = &g->nodes[node];
+  g->vals[v].origin = n->origin;
   n->out = xrealloc_array(n->out, (size_t)n->nout, (size_t)n->nout + 1,
                           sizeof(int));
   n->out[n->nout] = v;
@@ -277,6 +280,7 @@ void graph_verify(const Graph *g) {
       ASSERT(g->vals[v].kind != VK_ACT || g->vals[v].node < i);
     }
     ASSERT(n->nreal <= n->nout);
+    ASSERT(n->origin.stmt >= -1 && n->origin.call >= 0);
   }
   ASSERT(g->loss < g->nvals);
   for (int i = 0; i < g->nins; i++) {

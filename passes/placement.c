@@ -24,8 +24,8 @@
  * tensor before it with the real passes' free points; what stages before
  * hold is U's kept bytes less D, and gradients are read off U. The chosen
  * placement is still built and measured with the real passes
- * (pass_autodiff, pass_liveness); if it ever exceeded the budget the DP
- * would run again with the budget lowered by the excess.
+ * (pipeline_rebuild_step: autodiff, liveness); if it ever exceeded the
+ * budget the DP would run again with the budget lowered by the excess.
  *
  * Worked example (a chain of four one-op stages; bytes; every stage's
  * backward reads 100 in U less what the segments save; the seed 200):
@@ -40,11 +40,11 @@
  * (no segment) and {(D 30, 5)} (segment {0}); only the second survives the
  * seed, so the answer is {0} at 5 FLOPs; {0,1} would save 70 for 10.
  *
- * Requires: pass_precision and a built step (pass_autodiff, pass_liveness)
- * on `g`. Maintains: the forward graph apart from segments. Sets:
- * Node.segment and g->nsegments (any segments the source had are
- * replaced), rebuilds the step (pass_autodiff, pass_liveness). Invalidates:
- * the arena (run pass_arena again).
+ * Requires: pass_precision on `g` (a step built before is built again).
+ * Maintains: the forward graph apart from segments. Sets: Node.segment and
+ * g->nsegments (any segments the source had are replaced), builds the step
+ * (pipeline_rebuild_step: autodiff, liveness). Invalidates: the arena (run
+ * pass_arena again).
  */
 #include "mdlc.h"
 
@@ -134,14 +134,7 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 static bool is_view_node(const Graph *g, int n) {
   Op op = g->nodes[n].op;
-  return op == OP_RESHAPE || op == OP_SPLIT ||
-         (g->cfg.infer && op == OP_DROPOUT);
-}
-
-static void rebuild(Graph *g) {
-  graph_clear_step(g);
-  pass_autodiff(g);
-  pass_liveness(g);
+  return (op_info[op].flags & OF_VIEW) || (g->cfg.infer && op == OP_DROPOUT);
 }
 
 /* Sets the segments: seg_end[r] = last stage of the segment starting at
@@ -693,7 +686,7 @@ bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
   memset(res, 0, sizeof *res);
   for (int i = 0; i < g->nnodes; i++) g->nodes[i].segment = -1;
   g->nsegments = 0;
-  rebuild(g);
+  pipeline_rebuild_step(g);
   res->base_peak = g->peak;
   res->base_peak_at = g->peak_at;
   for (int i = 0; i < g->nnodes; i++) {
@@ -719,7 +712,7 @@ bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
   for (int round = 0; round < 6; round++) {
     if (!dp(&m, B, seg_end, &cost, &mp)) break;
     res->nsegments = apply(&m, seg_end);
-    rebuild(g);
+    pipeline_rebuild_step(g);
     res->rounds = round + 1;
     if (g->peak <= budget) {
       res->fits = true;
@@ -744,11 +737,11 @@ bool pass_placement(Graph *g, int64_t budget, const bool *cut_ok,
     mp = res->base_peak;
   }
   res->nsegments = apply(&m, seg_end);
-  rebuild(g);
+  pipeline_rebuild_step(g);
   if (g->peak > res->base_peak) { /* never worse than no placement */
     for (int r = 0; r < m.nst; r++) seg_end[r] = -1;
     res->nsegments = apply(&m, seg_end);
-    rebuild(g);
+    pipeline_rebuild_step(g);
     cost = 0;
     mp = g->peak;
   }

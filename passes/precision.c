@@ -56,6 +56,7 @@ static int cast_to(Prec *p, int v, DType t, int seg) {
   const char *name = xsprintf("%s:%s", x->name, dtype_name(t));
   Loc loc = x->loc;
   int n = graph_add_node(g, OP_CAST, name, &v, 1, loc);
+  g->nodes[n].origin = x->origin; /* named, placed and stamped as v */
   g->nodes[n].a.cast.to = t;
   g->nodes[n].segment = seg;
   Shape sh = g->vals[v].shape;

@@ -2,13 +2,15 @@
  * checkpoints that placement chose written in.
  *
  * The key idea: the forward graph's nodes come in program order, one
- * model-level statement after another, so every statement owns a run of
- * nodes: those whose source span lies inside it, and those of the block
- * calls it makes (path prefix "B[k]/", numbered per block in the model's
- * scope). Those runs, and inside a `NAME = repeat N B(NAME0, ...)` statement
- * the run of each call, are the *units* the source can wrap in a
- * checkpoint; mdl_cut_points gives placement exactly their boundaries. The
- * placed segments are then written back:
+ * model-level statement after another, and each carries the statement
+ * that made it and the call of that statement's `repeat` it came from
+ * (Node.origin, stamped by the frontend; a cast carries its operand's). So
+ * every statement owns a run of nodes. Those runs, and inside a
+ * `NAME = repeat N B(NAME0, ...)` statement the run of each call, are the
+ * *units* the source can wrap in a checkpoint; mdl_cut_points gives
+ * placement exactly their boundaries. The statements themselves are read
+ * from the tree the frontend parsed (Source), which also gives every byte
+ * written back. The placed segments are then written back:
  *
  *   h = repeat 12 layer(h)      with layers 0-2 one segment, 3 and 4 one
  *                               each, 5-11 none, becomes
@@ -28,22 +30,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One model-level statement (inside a source `checkpoint { }` too). */
+/* One model-level statement (inside a source `checkpoint { }` too), in
+ * the order the frontend numbers them (Origin.stmt). */
 typedef struct {
   const Ast *ast;    /* the statement */
   uint32_t ind;      /* where its indentation is read (a source
                         `checkpoint {` it opened, which is removed) */
   const Ast *call;   /* a splittable repeat: its call, else NULL */
   const Ast *count;  /* and its count expression */
-  int64_t n;         /* its number of calls */
   int unit0;         /* its first unit */
-  int nunits;        /* 1, or n for a splittable repeat */
+  int nunits;        /* 1, or its calls for a splittable repeat */
 } Stmt;
-
-typedef struct {
-  const char *name;  /* a block */
-  int stmt;          /* the statement that made this call */
-} SrcCall;
 
 typedef struct {
   int file;          /* the source */
@@ -57,39 +54,6 @@ typedef struct {
   int *unit_of;      /* node -> unit, -1 */
   bool ok;           /* every node has a unit, units in order */
 } Map;
-
-typedef struct {
-  const char *name;
-  int64_t v;
-} Var;
-
-/* ---- integer expressions (repeat counts) -------------------------------- */
-
-static bool eval(const Ast *e, const Var *vars, int nv, int64_t *out) {
-  int64_t a, b;
-  switch (e ? e->kind : AST_ERROR) {
-  case AST_INT: *out = e->ival; return true;
-  case AST_NAME:
-    for (int i = nv - 1; i >= 0; i--)
-      if (strcmp(vars[i].name, e->str) == 0) {
-        *out = vars[i].v;
-        return true;
-      }
-    return false;
-  case AST_NEG:
-    if (!eval(e->kid[0], vars, nv, &a)) return false;
-    *out = -a;
-    return true;
-  case AST_BINOP:
-    if (!eval(e->kid[0], vars, nv, &a) || !eval(e->kid[1], vars, nv, &b))
-      return false;
-    if ((e->op == '/' || e->op == '%') && b == 0) return false;
-    *out = e->op == '+' ? a + b : e->op == '-' ? a - b : e->op == '*' ? a * b
-         : e->op == '/' ? a / b : a % b;
-    return true;
-  default: return false;
-  }
-}
 
 /* ---- the statements and their nodes -------------------------------------- */
 
@@ -121,26 +85,6 @@ static bool makes_nodes(const Ast *e) {
   for (int i = 0; i < e->nkid; i++)
     if (makes_nodes(e->kid[i])) return true;
   return false;
-}
-
-/* The block calls of an expression, in the order lowering makes them. */
-static void calls_of(const Map *mp, const Ast *e, const Var *vars, int nv,
-                     int stmt, SrcCall **calls, int *n, int *cap) {
-  if (!e) return;
-  if (e->kind == AST_REPEAT) {
-    const Ast *call = strip_ck(e->kid[1]);
-    int64_t k = 0;
-    for (int i = 0; call && i < call->nkid; i++)
-      calls_of(mp, call->kid[i], vars, nv, stmt, calls, n, cap);
-    if (!call || !eval(e->kid[0], vars, nv, &k)) k = 0;
-    for (int64_t i = 0; i < k; i++)
-      *VEC_PUSH(*calls, *n, *cap) = (SrcCall){call->str, stmt};
-    return;
-  }
-  for (int i = 0; i < e->nkid; i++)
-    calls_of(mp, e->kid[i], vars, nv, stmt, calls, n, cap);
-  if (e->kind == AST_CALL && is_block(mp, e->str))
-    *VEC_PUSH(*calls, *n, *cap) = (SrcCall){e->str, stmt};
 }
 
 static void flatten(Map *mp, const Ast *list, uint32_t ind0) {
@@ -178,21 +122,17 @@ static const Ast *split_call(const Map *mp, const Ast *s, const Ast **count) {
   return call;
 }
 
-static bool inside(Loc l, const Ast *a) {
-  return l.file == a->loc.file && l.begin >= a->loc.begin &&
-         l.begin < a->loc.end;
-}
-
-static Map *map_build(const Graph *g, const Define *defs, int ndefs) {
+/* The statements and their units, and each node's unit from its origin.
+ * A splittable repeat has a unit per call: as many as its nodes name
+ * (calls that make no node are all alike, and units without nodes take
+ * the segment around them, so their number does not matter). */
+static Map *map_build(const Graph *g, const Source *src) {
   Map *mp = xalloc(sizeof *mp);
-  mp->file = -1;
-  for (int i = 0; i < g->nnodes && mp->file < 0; i++)
-    mp->file = g->nodes[i].loc.file;
+  mp->file = src->file;
+  mp->src = src_text(mp->file);
+  mp->root = src->root;
   mp->unit_of = xalloc(sizeof(int) * (size_t)(g->nnodes ? g->nnodes : 1));
   for (int i = 0; i < g->nnodes; i++) mp->unit_of[i] = -1;
-  if (mp->file < 0) return mp;
-  mp->src = src_text(mp->file);
-  mp->root = parse_source(mp->file);
   for (int i = 0; mp->root && i < mp->root->nkid; i++) {
     const Ast *it = mp->root->kid[i];
     if (it && it->kind == AST_MODEL) mp->model = it;
@@ -200,70 +140,28 @@ static Map *map_build(const Graph *g, const Define *defs, int ndefs) {
   }
   if (!mp->model) return mp;
   flatten(mp, mp->model->kid[0], 0);
-  /* the lets: top level (with -D), then the model's own as they come */
-  Var *vars = xalloc(sizeof(Var) * (size_t)(mp->root->nkid + mp->nst + 1));
-  int nv = 0;
-  for (int i = 0; i < mp->root->nkid; i++) {
-    const Ast *it = mp->root->kid[i];
-    if (!it || it->kind != AST_LET) continue;
-    int64_t v = 0;
-    bool set = false;
-    for (int d = 0; d < ndefs; d++)
-      if (strcmp(defs[d].name, it->str) == 0) v = defs[d].value, set = true;
-    if (set || eval(it->kid[0], vars, nv, &v)) vars[nv++] = (Var){it->str, v};
+  int *ncalls = xalloc(sizeof(int) * (size_t)(mp->nst ? mp->nst : 1));
+  for (int i = 0; i < g->nnodes; i++) {
+    Origin o = g->nodes[i].origin;
+    if (o.stmt >= 0 && o.stmt < mp->nst && o.call >= ncalls[o.stmt])
+      ncalls[o.stmt] = o.call + 1;
   }
-  SrcCall *calls = NULL;
-  int ncalls = 0, capcalls = 0;
   for (int s = 0; s < mp->nst; s++) {
     Stmt *t = &mp->st[s];
     t->unit0 = mp->nunits;
     t->nunits = 1;
-    if (t->ast->kind == AST_LET) {
-      int64_t v;
-      if (eval(t->ast->kid[0], vars, nv, &v))
-        vars[nv++] = (Var){t->ast->str, v};
-      mp->nunits++;
-      continue;
-    }
-    t->call = split_call(mp, t->ast, &t->count);
-    if (t->call && (!eval(t->count, vars, nv, &t->n) || t->n < 1))
-      t->call = NULL;
-    if (t->call) t->nunits = (int)t->n;
+    if (t->ast->kind != AST_LET) t->call = split_call(mp, t->ast, &t->count);
+    if (t->call && ncalls[s] > 1) t->nunits = ncalls[s];
     mp->nunits += t->nunits;
-    for (int k = 0; k < t->ast->nkid; k++)
-      calls_of(mp, t->ast->kid[k], vars, nv, s, &calls, &ncalls, &capcalls);
   }
-  /* each node's unit: a block call's by its "B[k]/" prefix, a direct
-   * node's by its source span */
   mp->ok = true;
   int last = -1;
   for (int i = 0; i < g->nnodes; i++) {
-    const Node *nd = &g->nodes[i];
-    const char *slash = strchr(nd->name, '/');
+    Origin o = g->nodes[i].origin;
     int u = -1;
-    if (slash) {
-      const char *br = memchr(nd->name, '[', (size_t)(slash - nd->name));
-      int k = br ? atoi(br + 1) : -1;
-      size_t len = br ? (size_t)(br - nd->name) : 0;
-      int seen = 0;
-      for (int c = 0; c < ncalls && u < 0 && br; c++) {
-        if (strlen(calls[c].name) != len ||
-            strncmp(calls[c].name, nd->name, len) != 0)
-          continue;
-        if (seen++ < k) continue;
-        const Stmt *t = &mp->st[calls[c].stmt];
-        u = t->unit0;
-        if (t->call) { /* which call of the repeat: count back */
-          int first = c;
-          while (first > 0 && calls[first - 1].stmt == calls[c].stmt &&
-                 strcmp(calls[first - 1].name, calls[c].name) == 0)
-            first--;
-          u += c - first;
-        }
-      }
-    } else {
-      for (int s = 0; s < mp->nst && u < 0; s++)
-        if (inside(nd->loc, mp->st[s].ast)) u = mp->st[s].unit0;
+    if (o.stmt >= 0 && o.stmt < mp->nst) {
+      const Stmt *t = &mp->st[o.stmt];
+      u = t->unit0 + (t->call ? o.call : 0);
     }
     mp->unit_of[i] = u;
     if (u < 0 || u < last) mp->ok = false;
@@ -273,8 +171,8 @@ static Map *map_build(const Graph *g, const Define *defs, int ndefs) {
 }
 
 /* Per node: whether a segment may start or end right before it. */
-bool *mdl_cut_points(const Graph *g, const Define *defs, int ndefs) {
-  Map *mp = map_build(g, defs, ndefs);
+bool *mdl_cut_points(const Graph *g, const Source *src) {
+  Map *mp = map_build(g, src);
   bool *cut = xalloc(sizeof(bool) * (size_t)(g->nnodes + 1));
   for (int i = 1; i < g->nnodes && mp->ok; i++)
     cut[i] = mp->unit_of[i] != mp->unit_of[i - 1];
@@ -440,9 +338,9 @@ static void write_repeat(const Map *mp, Edits *es, const Stmt *t,
 
 /* Prints the model's source with g's segments written in (see the top of
  * this file). g must have been placed with mdl_cut_points' boundaries. */
-void mdl_emit(const Graph *g, const Define *defs, int ndefs,
-              const char *header, FILE *f) {
-  Map *mp = map_build(g, defs, ndefs);
+void mdl_emit(const Graph *g, const Source *source, const char *header,
+              FILE *f) {
+  Map *mp = map_build(g, source);
   if (!mp->model) ICE("--emit-mdl: no model in the source");
   if (!mp->ok && g->nsegments > 0)
     ICE("--emit-mdl: segments placed where the source cannot write them");

@@ -92,7 +92,6 @@ int largest_at_peak(const Graph *g, int *bufs, int max) {
   return n;
 }
 
-
 /* Live bytes once the forward pass is over (after the last forward
  * instruction's frees): the persistent bytes plus everything saved for the
  * backward. -1 when there is no forward instruction. */

@@ -2,9 +2,9 @@
  * each tests/unit/*.c on its own; this header is not a test).
  *   CHECK(cond, fmt, ...)  counts a failure and says where, without stopping
  *   shape2(rank, a, b)     a shape of rank 0, 1 or 2
- *   plan_step(g)           the passes after the frontend, as compile() runs
- *                          them without a budget, with the IR verified
- *                          before and after */
+ *   plan_step(g)           the passes after the frontend, as mdlc runs them
+ *                          (pipeline_plan, passes/pipeline.c), with the IR
+ *                          verified before and after */
 #ifndef MDLC_TESTS_CHECK_H
 #define MDLC_TESTS_CHECK_H
 
@@ -31,10 +31,7 @@ static inline Shape shape2(int rank, int64_t a, int64_t b) {
 
 static inline void plan_step(Graph *g) {
   graph_verify(g);
-  pass_precision(g);
-  pass_autodiff(g);
-  pass_liveness(g);
-  pass_arena(g);
+  pipeline_plan(g);
   graph_verify(g);
 }
 

@@ -3,8 +3,8 @@
  * Builds small chains by hand in IR (6 to 10 ops of linear, relu, tanh,
  * gelu, sigmoid, scale, layernorm, dropout, ending in cross_entropy), and
  * for every one enumerates every placement of disjoint segments over the
- * ops before the loss, measuring each with the real passes (pass_autodiff,
- * pass_liveness). For every budget that some placement meets (each distinct
+ * ops before the loss, measuring each with the real passes
+ * (pipeline_rebuild_step: autodiff, liveness). For every budget that some placement meets (each distinct
  * peak), the pass must return a placement whose verified peak is within the
  * budget and whose recomputation is the least among the placements that
  * fit; for a budget below every peak it must say it does not fit and
@@ -117,9 +117,7 @@ static Graph *chain(int len, Optimizer opt) {
   g->vals[loss].is_output = true;
   g->loss = loss;
   graph_verify(g);
-  pass_precision(g);
-  pass_autodiff(g);
-  pass_liveness(g);
+  pipeline_plan(g);
   return g;
 }
 
@@ -137,9 +135,7 @@ static void measure(Graph *g, int m) {
   for (int i = 0; i < m; i++) ns = seg[i] + 1 > ns ? seg[i] + 1 : ns;
   g->nsegments = ns;
   g->segment_loc = xalloc(sizeof(Loc) * (size_t)(ns + 1));
-  graph_clear_step(g);
-  pass_autodiff(g);
-  pass_liveness(g);
+  pipeline_rebuild_step(g);
   int64_t c = 0;
   for (int i = 0; i < m; i++)
     if (seg[i] >= 0) c += op_flops(g, i);
