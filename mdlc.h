@@ -539,7 +539,8 @@ typedef enum {
   AST_RETURN,     /* return kid[0] */
   AST_CKBLOCK,    /* checkpoint { kid... } */
   /* top level */
-  AST_BLOCK,      /* block str(kid[0]: AST_LIST of names) { kid[1]: body } */
+  AST_BLOCK,      /* block str(kid[0]: AST_LIST of names) { kid[1]: body };
+                     ival 1: a `shared block` */
   AST_MODEL,      /* model str { kid[0]: body } */
   AST_TRAIN,      /* train { kid...: AST_OPTIONs, key str, value kid[0] } */
   AST_LIST,       /* a list of kids (parameters, statement bodies) */
@@ -572,6 +573,7 @@ Ast *ast_leaf_str(AstKind k, Loc loc, const char *str);
 Ast *ast_node(AstKind k, Loc loc, const char *str, Loc name_loc, Ast *a,
               Ast *b);
 Ast *ast_push(Ast *list, Ast *kid); /* appends kid, widens list->loc */
+Ast *ast_shared(Ast *block);        /* marks an AST_BLOCK shared */
 Ast *ast_prepend(Ast *list, Ast *kid);
 /* Turns a list built by ast_push into a node of kind k (a call's args). */
 Ast *ast_retag(Ast *list, AstKind k, Loc loc, const char *str, Loc name_loc);
@@ -1054,6 +1056,7 @@ typedef enum {
   A_P,    /* a probability in [0, 1) */
   A_B,    /* true or false */
   A_TYPE, /* a tensor type, f32[4, 3] (param) */
+  A_TOPT, /* a tensor given as an option only (weight = NAME) */
 } ArgType;
 
 /* One row of a signature: tensors first, then integers, numbers, flags. */
@@ -1065,7 +1068,7 @@ typedef struct {
   int64_t lo, hi;   /* A_I range (A_F: lo 1 means > 0) */
 } ArgSpec;
 
-enum { MAX_ARGS = 8 };
+enum { MAX_ARGS = 12 };
 #define ARG_ANY INT64_MIN, INT64_MAX
 #define ARG_POS 1, INT64_MAX
 #define ARG_NNEG 0, INT64_MAX
@@ -1125,6 +1128,10 @@ int call_out1(const Call *c, int n, DType dt, const Shape *s);
 /* A parameter (or state) of node name `full`: "full.suffix", f32. */
 int call_param(const Call *c, const char *full, const char *suffix,
                ValueKind k, const Shape *s);
+/* The weight of an op that may take `weight = NAME` (argument row k): the
+ * named parameter, checked to have shape `want` (an error shows both), or,
+ * when the option is absent, -2 ("make one"); -1 after an error. */
+int call_weight(const Call *c, int k, const Shape *want);
 
 /* ---- backend/cpu/exec.c: what a CPU hook is given ---- */
 
@@ -1269,7 +1276,7 @@ enum { DROPOUT_Y, DROPOUT_MASK };                /* outputs */
 /* ops/linear.c: linear x [..., in] -> [..., out] with parameters named
  * after `full`; output named outname (or full). */
 int lower_linear(const Call *c, int x, int64_t out, bool bias,
-                 const char *full, const char *outname);
+                 const char *full, const char *outname, int weight);
 int lower_matmul(const Call *c, int a, int b, bool ta, bool tb,
                  const char *local);
 /* The init hook of linear and conv2d: Kaiming-uniform weight and bias. */

@@ -106,3 +106,8 @@ Ast *ast_retag(Ast *list, AstKind k, Loc loc, const char *str, Loc name_loc) {
   list->name_loc = name_loc.file >= 0 ? name_loc : loc;
   return bound_depth(list);
 }
+
+Ast *ast_shared(Ast *block) {
+  if (block) block->ival = 1;
+  return block;
+}

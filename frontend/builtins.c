@@ -30,12 +30,17 @@ typedef struct {
 
 static const ArgSpec sugar_args[3][MAX_ARGS] = {
     {ARG_TENSOR("x"), {"heads", A_I, true, 0, ARG_POS},
-     {"causal", A_B, false, 0, ARG_ANY}, {"dropout", A_P, false, 0, ARG_ANY}},
+     {"causal", A_B, false, 0, ARG_ANY}, {"dropout", A_P, false, 0, ARG_ANY},
+     {"kv_heads", A_I, false, 0, ARG_POS}, {"rope", A_B, false, 0, ARG_ANY},
+     {"rope_base", A_F, false, 10000, 1, 0}, {"bias", A_B, false, 1, ARG_ANY},
+     {"fused", A_B, false, 1, ARG_ANY}},
     {ARG_TENSOR("x")},
     {{"type", A_TYPE, true, 0, ARG_ANY}},
 };
 static const char *const sugar_sig[3] = {
-    "attention(x, heads, causal=false, dropout=0)", "flatten(x)",
+    "attention(x, heads, causal=false, dropout=0, kv_heads=heads, "
+    "rope=false, rope_base=10000, bias=true, fused=true)",
+    "flatten(x)",
     "param(DTYPE[DIM, ...])"};
 static const char *const sugar_name[3] = {"attention", "flatten", "param"};
 
@@ -83,7 +88,7 @@ static int nspecs(const Builtin *b) {
 
 static const char *type_word(ArgType t) {
   switch (t) {
-  case A_T: case A_TS: return "a tensor";
+  case A_T: case A_TS: case A_TOPT: return "a tensor";
   case A_I: case A_IS: return "an integer";
   case A_F: case A_P: return "a number";
   case A_B: return "true or false";
@@ -97,7 +102,7 @@ static bool check_arg(Lower *L, const Builtin *b, const ArgSpec *s, Ev v,
                       Loc at) {
   bool ok = false;
   switch (s->t) {
-  case A_T: case A_TS: ok = v.k == EV_TENSOR; break;
+  case A_T: case A_TS: case A_TOPT: ok = v.k == EV_TENSOR; break;
   case A_I: case A_IS: ok = v.k == EV_INT; break;
   case A_F: case A_P: ok = v.k == EV_INT || v.k == EV_FLOAT; break;
   case A_B: ok = v.k == EV_BOOL; break;
@@ -155,7 +160,7 @@ static bool bind_args(Lower *L, const Builtin *b, const Ast *call,
     while (next < ns && b->a[next].t != A_TS && b->a[next].t != A_IS &&
            A->given[next])
       next++;
-    if (next >= ns) {
+    if (next >= ns || b->a[next].t == A_TOPT) {
       diag_error(a->loc, "too many arguments to %s", b->name);
       diag_hint("%s", b->sig);
       return false;
@@ -232,7 +237,8 @@ static bool bind_args(Lower *L, const Builtin *b, const Ast *call,
       diag_hint("%s", b->sig);
       return false;
     }
-    A->v[j] = s->t == A_I ? (Ev){.k = EV_INT, .i = (int64_t)s->def}
+    A->v[j] = s->t == A_TOPT ? (Ev){.k = EV_ERR}
+              : s->t == A_I ? (Ev){.k = EV_INT, .i = (int64_t)s->def}
               : s->t == A_B ? (Ev){.k = EV_BOOL, .i = (int64_t)s->def}
                             : (Ev){.k = EV_FLOAT, .f = s->def};
   }
@@ -308,6 +314,26 @@ int call_param(const Call *c, const char *full, const char *suffix,
                      c->loc);
 }
 
+int call_weight(const Call *c, int k, const Shape *want) {
+  if (!c->A || !c->A->given[k]) return -2;
+  Ev w = c->A->v[k];
+  const Value *v = call_val(c, w);
+  Loc at = w.ast ? w.ast->loc : c->loc;
+  if (v->kind != VK_PARAM) {
+    diag_error(at, "'weight = ...' of %s takes a parameter (bound by NAME = "
+               "param(...)), got %s", c->op, call_desc(c, w.v));
+    return -1;
+  }
+  if (!shape_eq(&v->shape, want)) {
+    char b[160];
+    diag_error(at, "%s needs a weight of shape %s, but '%s' is %s", c->op,
+               shape_str(want, b), v->name, call_desc(c, w.v));
+    diag_note(v->loc, "'%s' is made here", v->name);
+    return -1;
+  }
+  return w.v;
+}
+
 bool call_shape_ok(const Call *c, const Shape *s) {
   return lower_shape_ok(c->L, s, c->loc, xsprintf("the result of %s", c->op));
 }
@@ -322,44 +348,89 @@ const char *call_sub(const Call *c, const char *part) {
 
 /* ---- the sugar ---- */
 
-/* attention, lowered exactly as language.md lists; returns the output. */
-static int attention(const Call *c, int x, int64_t h, bool causal,
-                     double p) {
+/* attention's options (language.md, "Operators (version 2)"). */
+typedef struct {
+  int64_t heads, kv_heads;
+  bool causal, rope, bias, fused;
+  double dropout, rope_base;
+} AttnOpts;
+
+/* attention, lowered exactly as language.md lists; returns the output.
+ * fused (the default): qkv linear -> split by sizes -> reshape -> transpose
+ * -> rope (if asked) -> sdpa -> transpose -> reshape -> proj linear.
+ * fused = false: the scores materialized (matmul, scale, softmax, dropout,
+ * matmul), which needs kv_heads == heads. */
+static int attention(const Call *c, int x, const AttnOpts *o) {
   const Shape xs = c->g->vals[x].shape;
-  int64_t B = xs.dim[0], S = xs.dim[1], D = xs.dim[2];
+  int64_t B = xs.dim[0], S = xs.dim[1], D = xs.dim[2], h = o->heads;
+  int64_t hk = o->kv_heads ? o->kv_heads : h;
+  const Args *A = c->A;
   if (D % h) {
     diag_error(c->loc, "attention: the model width %lld is not divisible by "
                "heads = %lld", (long long)D, (long long)h);
     return -1;
   }
-  int64_t Dh = D / h, D3;
-  if (!mul_ok(D, 3, &D3)) return -1;
-  int qkv = lower_linear(c, x, D3, true, call_reserve(c, call_sub(c, "qkv")), NULL);
+  if (h % hk) {
+    diag_error(A && A->given[4] ? A->where[4] : c->loc, "attention: "
+               "kv_heads = %lld does not divide heads = %lld", (long long)hk,
+               (long long)h);
+    diag_hint("each kv head serves heads / kv_heads query heads");
+    return -1;
+  }
+  if (!o->fused && hk != h) {
+    diag_error(A && A->given[4] ? A->where[4] : c->loc, "attention: "
+               "kv_heads = %lld needs the fused lowering (fused = true)",
+               (long long)hk);
+    return -1;
+  }
+  int64_t Dh = D / h;
+  if (o->rope && Dh % 2) {
+    diag_error(A && A->given[5] ? A->where[5] : c->loc, "attention: rope "
+               "turns pairs of the head dimension, which is odd (%lld = %lld "
+               "/ %lld)", (long long)Dh, (long long)D, (long long)h);
+    return -1;
+  }
+  int64_t sizes[3] = {h * Dh, hk * Dh, hk * Dh};
+  int64_t width = sizes[0] + sizes[1] + sizes[2];
+  int qkv = lower_linear(c, x, width, o->bias,
+                         call_reserve(c, call_sub(c, "qkv")), NULL, -2);
   if (qkv < 0) return -1;
   static const char *const qn[] = {"q", "k", "v"};
   const char *names[3];
   for (int i = 0; i < 3; i++) names[i] = call_reserve(c, call_sub(c, qn[i]));
   int parts[3], t[3];
-  if (lower_split_views(c, qkv, 3, 2, call_sub(c, "split"), names, parts) < 0)
-    return -1;
-  Shape hs = {4, {B, S, h, Dh}};
+  lower_split_sizes(c, qkv, 3, sizes, 2, call_sub(c, "split"), names, parts);
   for (int i = 0; i < 3; i++) {
-    int r = lower_reshape_view(c, parts[i], &hs, call_sub(c, xsprintf("%s_heads", qn[i])));
+    Shape hs = {4, {B, S, i ? hk : h, Dh}};
+    int r = lower_reshape_view(c, parts[i], &hs,
+                               call_sub(c, xsprintf("%s_heads", qn[i])));
     if (r < 0) return -1;
     t[i] = lower_transpose(c, r, 1, 2, call_sub(c, xsprintf("%s_t", qn[i])));
+    if (o->rope && i < 2)
+      t[i] = lower_rope(c, t[i], o->rope_base,
+                        call_sub(c, xsprintf("%s_rope", qn[i])));
+    if (t[i] < 0) return -1;
   }
-  int sc = lower_matmul(c, t[0], t[1], false, true, call_sub(c, "scores"));
-  if (sc < 0) return -1;
-  int y = lower_scale(c, sc, 1.0 / sqrt((double)Dh), call_sub(c, "scale"));
-  y = lower_softmax(c, y, causal, call_sub(c, "softmax"));
-  if (p > 0) y = lower_dropout(c, y, p, call_sub(c, "dropout"));
-  y = lower_matmul(c, y, t[2], false, false, call_sub(c, "context"));
+  int y;
+  if (o->fused) {
+    Call sd = *c;
+    sd.base = call_sub(c, "sdpa");
+    y = lower_sdpa(&sd, t[0], t[1], t[2], o->causal, o->dropout, 0);
+  } else {
+    int sc = lower_matmul(c, t[0], t[1], false, true, call_sub(c, "scores"));
+    if (sc < 0) return -1;
+    y = lower_scale(c, sc, 1.0 / sqrt((double)Dh), call_sub(c, "scale"));
+    y = lower_softmax(c, y, o->causal, call_sub(c, "softmax"));
+    if (o->dropout > 0)
+      y = lower_dropout(c, y, o->dropout, call_sub(c, "dropout"));
+    y = lower_matmul(c, y, t[2], false, false, call_sub(c, "context"));
+  }
   if (y < 0) return -1;
   y = lower_transpose(c, y, 1, 2, call_sub(c, "context_t"));
   y = lower_reshape_view(c, y, &xs, call_sub(c, "merge"));
   if (y < 0) return -1;
   const char *proj = call_reserve(c, call_sub(c, "proj"));
-  return lower_linear(c, y, D, true, proj, call_reserve(c, c->base));
+  return lower_linear(c, y, D, o->bias, proj, call_reserve(c, c->base), -2);
 }
 
 /* param(DTYPE[DIM, ...]): a parameter value with no node. */
@@ -449,11 +520,13 @@ Ev lower_builtin(Lower *L, const Ast *call, const char *ctx, const char *want,
   if (fl && !call_need_float(&c, A.v[0], "the input")) return (Ev){.k = EV_ERR};
   int v;
   switch (b->op) {
-  case BI_ATTENTION:
+  case BI_ATTENTION: {
+    AttnOpts o = {A.v[1].i, A.v[4].i, A.v[2].i, A.v[5].i, A.v[7].i,
+                  A.v[8].i, ev_num(A.v[3]), ev_num(A.v[6])};
     v = call_need_rank(&c, A.v[0], 3, 3, "[batch, seq, dim] input")
-            ? attention(&c, A.v[0].v, A.v[1].i, A.v[2].i, ev_num(A.v[3]))
-            : -1;
+            ? attention(&c, A.v[0].v, &o) : -1;
     break;
+  }
   case BI_FLATTEN: v = flatten_sugar(&c); break;
   case BI_PARAM: v = param_sugar(&c); break;
   default: v = op_def[b->op]->lower(&c); break;

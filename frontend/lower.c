@@ -100,6 +100,20 @@ typedef struct {
   bool bad;         /* a call reported errors: skip later calls */
 } BlockDef;
 
+/* An open call of a shared block: names made under `from` ("step[3]/")
+ * are its parameters' names under `to` ("step/"). */
+typedef struct {
+  const char *from, *to;
+  const Ast *call;  /* the call, for messages */
+} SharedMap;
+
+/* A parameter of a shared block, made at its first call. */
+typedef struct {
+  const char *name; /* "step/h.weight" */
+  int value;
+  const Ast *call;  /* the call that made it */
+} SharedParam;
+
 struct Lower {
   Graph *g;            /* what is built */
   Scope *global;       /* top-level lets */
@@ -115,6 +129,10 @@ struct Lower {
   int depth;
   Origin at;           /* the model statement (and repeat call) being
                           lowered: stamped on every node and value */
+  SharedMap shared[MAX_CALL_DEPTH]; /* open shared-block calls, outer first */
+  int nshared;
+  SharedParam *sparams; /* parameters of shared blocks, by name */
+  int nsparams, capsparams;
   int nstmt;           /* model statements met so far */
   bool too_big;        /* MAX_NODES reached (reported once) */
 };
@@ -200,8 +218,45 @@ int lower_node(Lower *L, Op op, const char *full, const int *in, int nin,
   return n;
 }
 
+/* Inside shared-block calls: the name without the call indices of the
+ * shared blocks ("step[3]/h.weight" -> "step/h.weight"), innermost first. */
+static const char *shared_name(const Lower *L, const char *full) {
+  for (int i = L->nshared - 1; i >= 0; i--) {
+    size_t n = strlen(L->shared[i].from);
+    if (strncmp(full, L->shared[i].from, n) == 0)
+      full = xsprintf("%s%s", L->shared[i].to, full + n);
+  }
+  return full;
+}
+
 int lower_param(Lower *L, const char *full, ValueKind k, DType dt,
                 const Shape *s, Loc loc) {
+  if (L->nshared && (k == VK_PARAM || k == VK_STATE)) {
+    const char *name = shared_name(L, full);
+    for (int i = 0; i < L->nsparams; i++) {
+      const SharedParam *sp = &L->sparams[i];
+      if (strcmp(sp->name, name) != 0) continue;
+      const Value *x = &L->g->vals[sp->value];
+      if (!shape_eq(&x->shape, s) || x->kind != k) {
+        char b1[160], b2[160];
+        const SharedMap *m = &L->shared[L->nshared - 1];
+        diag_error(m->call->loc, "shared block '%s': this call needs '%s' "
+                   "of shape %s, but its first call made it %s",
+                   shown(m->call->str), name, shape_str(s, b1),
+                   shape_str(&x->shape, b2));
+        diag_note(sp->call->loc, "the first call");
+        diag_hint("every call of a shared block uses one set of parameters, "
+                  "so its calls must agree on shapes");
+      }
+      return sp->value;
+    }
+    int v = graph_add_value(L->g, lower_value_name(L, name), k, dt, s, loc);
+    L->g->vals[v].origin = L->at;
+    *VEC_PUSH(L->sparams, L->nsparams, L->capsparams) =
+        (SharedParam){L->g->vals[v].name, v,
+                      L->shared[L->nshared - 1].call};
+    return v;
+  }
   int v = graph_add_value(L->g, lower_value_name(L, full), k, dt, s, loc);
   L->g->vals[v].origin = L->at;
   return v;
@@ -564,6 +619,10 @@ static Ev call_block(Lower *L, const BlockDef *bd, const Ast *call, Ev *args,
     bind(s, params->kid[i]->str, args[i], params->kid[i]->loc, false);
 
   int errors = diag_errors();
+  bool shared = def->ival == 1;
+  if (shared)
+    L->shared[L->nshared++] = (SharedMap){
+        s->prefix, xsprintf("%s%s/", caller->prefix, def->str), call};
   L->stack[L->depth++] = bd;
   L->cur = s;
   Ev ret = err();
@@ -572,6 +631,7 @@ static Ev call_block(Lower *L, const BlockDef *bd, const Ast *call, Ev *args,
   lower_stmts(L, body, &ret);
   L->cur = caller;
   L->depth--;
+  if (shared) L->nshared--;
   if (ret.nv == -1 && ret.k == EV_ERR && diag_errors() == errors) {
     diag_error(def->name_loc, "block '%s' has no 'return'", shown(def->str));
     diag_hint("end the block with 'return EXPR'");

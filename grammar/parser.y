@@ -87,6 +87,7 @@ void mdl_yyerror(Loc *lloc, yyscan_t scanner, ParseState *ps,
 }
 
 %token T_LET "'let'" T_BLOCK "'block'" T_MODEL "'model'" T_INPUT "'input'"
+%token T_SHARED "'shared'"
 %token T_OUTPUT "'output'" T_RETURN "'return'" T_LOSS "'loss'"
 %token T_REPEAT "'repeat'" T_CHECKPOINT "'checkpoint'" T_TRAIN "'train'"
 %token T_TRUE "'true'" T_FALSE "'false'"
@@ -125,6 +126,9 @@ top_item:
   | T_BLOCK T_NAME '(' params_opt ')' nls '{' body '}'
                                    { $$ = ast_node(AST_BLOCK, @$, $2, @2, $4, $8); }
   | T_BLOCK T_NAME error           { $$ = NULL; HINT("a block is written 'block NAME(ARG, ...) { ... return EXPR }'"); }
+  | T_SHARED T_BLOCK T_NAME '(' params_opt ')' nls '{' body '}'
+                                   { $$ = ast_shared(ast_node(AST_BLOCK, @$, $3, @3, $5, $9)); }
+  | T_SHARED error                 { $$ = NULL; HINT("'shared' comes before a block: 'shared block NAME(ARG, ...) { ... }'"); }
   | T_MODEL T_NAME nls '{' body '}'
                                    { $$ = ast_node(AST_MODEL, @$, $2, @2, $5, NULL); }
   | T_TRAIN nls '{' train_items '}'
@@ -320,8 +324,8 @@ static yysymbol_kind_t sym_of(const char *name) {
 }
 
 static const char *const keywords[] = {
-    "let", "block", "model", "input", "output", "return", "loss", "repeat",
-    "checkpoint", "train", "true", "false"};
+    "let", "block", "shared", "model", "input", "output", "return", "loss",
+    "repeat", "checkpoint", "train", "true", "false"};
 
 /* "unexpected 'x', expected ')' or ','", then a hint where one is clear. */
 static int yyreport_syntax_error(const yypcontext_t *ctx, yyscan_t scanner,

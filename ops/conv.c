@@ -46,8 +46,11 @@ static int conv2d_lower(const Call *c) {
   if (!lower_shape_ok(c->L, &ws, c->loc, "the weight") ||
       !call_shape_ok(c, &y))
     return -1;
+  int wt = call_weight(c, 8, &ws);
+  if (wt == -1) return -1;
   const char *full = call_reserve(c, c->base);
-  int in[3] = {x.v, call_param(c, full, "weight", VK_PARAM, &ws), 0};
+  int in[3] = {x.v, wt >= 0 ? wt : call_param(c, full, "weight", VK_PARAM, &ws),
+               0};
   if (bias) in[LINEAR_B] = call_param(c, full, "bias", VK_PARAM, &bs);
   int n = call_node_named(c, OP_CONV2D, full, in, bias ? 3 : 2);
   Node *nd = &c->g->nodes[n];
@@ -134,11 +137,12 @@ static void conv2d_cuda_bwd(EmitOp *c) {
 
 const OpDef opdef_CONV2D = {
     "conv2d(x, out, kernel, stride=1, pad=0, dilation=1, groups=1, "
-    "bias=true)",
+    "bias=true, weight=NAME)",
     {ARG_TENSOR("x"), {"out", A_I, true, 0, ARG_POS},
      {"kernel", A_I, true, 0, ARG_POS}, {"stride", A_I, false, 1, ARG_POS},
      {"pad", A_I, false, 0, ARG_NNEG}, {"dilation", A_I, false, 1, ARG_POS},
-     {"groups", A_I, false, 1, ARG_POS}, {"bias", A_B, false, 1, ARG_ANY}},
+     {"groups", A_I, false, 1, ARG_POS}, {"bias", A_B, false, 1, ARG_ANY},
+     {"weight", A_TOPT, false, 0, ARG_ANY}},
     conv2d_lower, conv2d_flops, conv2d_attrs, linear_init,
     conv2d_cpu_fwd, conv2d_cpu_bwd, conv2d_cuda_setup, conv2d_cuda_fwd,
     conv2d_cuda_bwd,

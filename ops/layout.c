@@ -33,8 +33,10 @@ static int embedding_lower(const Call *c) {
   if (!lower_shape_ok(c->L, &ws, c->loc, "the weight") ||
       !call_shape_ok(c, &y))
     return -1;
+  int wt = call_weight(c, 3, &ws);
+  if (wt == -1) return -1;
   const char *full = call_reserve(c, c->base);
-  int in[2] = {x.v, call_param(c, full, "weight", VK_PARAM, &ws)};
+  int in[2] = {x.v, wt >= 0 ? wt : call_param(c, full, "weight", VK_PARAM, &ws)};
   int n = call_node_named(c, OP_EMBEDDING, full, in, 2);
   c->g->nodes[n].a.embedding.vocab = A->v[1].i;
   c->g->nodes[n].a.embedding.dim = A->v[2].i;
@@ -81,9 +83,9 @@ static void embedding_cuda_bwd(EmitOp *c) {
 }
 
 const OpDef opdef_EMBEDDING = {
-    "embedding(ids, vocab, dim)",
+    "embedding(ids, vocab, dim, weight=NAME)",
     {ARG_TENSOR("ids"), {"vocab", A_I, true, 0, ARG_POS},
-     {"dim", A_I, true, 0, ARG_POS}},
+     {"dim", A_I, true, 0, ARG_POS}, {"weight", A_TOPT, false, 0, ARG_ANY}},
     embedding_lower, flops_none, embedding_attrs, embedding_init,
     embedding_cpu_fwd, embedding_cpu_bwd, NULL, embedding_cuda_fwd,
     embedding_cuda_bwd,

@@ -14,7 +14,7 @@
 /* ---- linear ---------------------------------------------------------------- */
 
 int lower_linear(const Call *c, int x, int64_t o, bool bias, const char *full,
-                 const char *outname) {
+                 const char *outname, int weight) {
   const Value *xv = &c->g->vals[x];
   int64_t in_f = xv->shape.dim[xv->shape.rank - 1];
   Shape w = {2, {o, in_f}}, bb = {1, {o}}, y = xv->shape;
@@ -22,7 +22,9 @@ int lower_linear(const Call *c, int x, int64_t o, bool bias, const char *full,
   if (!lower_shape_ok(c->L, &w, c->loc, "the weight") ||
       !call_shape_ok(c, &y))
     return -1;
-  int in[3] = {x, call_param(c, full, "weight", VK_PARAM, &w), 0};
+  int in[3] = {x, weight >= 0 ? weight
+                              : call_param(c, full, "weight", VK_PARAM, &w),
+               0};
   if (bias) in[LINEAR_B] = call_param(c, full, "bias", VK_PARAM, &bb);
   int n = call_node_named(c, OP_LINEAR, full, in, bias ? 3 : 2);
   c->g->nodes[n].a.linear.out = o;
@@ -33,8 +35,12 @@ int lower_linear(const Call *c, int x, int64_t o, bool bias, const char *full,
 static int linear_lower(const Call *c) {
   Ev x = c->A->v[0];
   if (!call_need_rank(c, x, 1, MAX_RANK, "a tensor")) return -1;
+  const Shape *xs = &call_val(c, x)->shape;
+  Shape ws = {2, {c->A->v[1].i, xs->dim[xs->rank - 1]}};
+  int w = call_weight(c, 3, &ws);
+  if (w == -1) return -1;
   return lower_linear(c, x.v, c->A->v[1].i, c->A->v[2].i,
-                      call_reserve(c, c->base), NULL);
+                      call_reserve(c, c->base), NULL, w);
 }
 
 /* 2 * rows * in * out, plus rows * out for the bias. */
@@ -104,9 +110,9 @@ static void linear_cuda_bwd(EmitOp *c) {
 }
 
 const OpDef opdef_LINEAR = {
-    "linear(x, out, bias=true)",
+    "linear(x, out, bias=true, weight=NAME)",
     {ARG_TENSOR("x"), {"out", A_I, true, 0, ARG_POS},
-     {"bias", A_B, false, 1, ARG_ANY}},
+     {"bias", A_B, false, 1, ARG_ANY}, {"weight", A_TOPT, false, 0, ARG_ANY}},
     linear_lower, linear_flops, linear_attrs, linear_init,
     linear_cpu_fwd, linear_cpu_bwd, NULL, linear_cuda_fwd, linear_cuda_bwd,
 };

@@ -59,7 +59,8 @@ stages=$((2 * $(basic 64) + $(down 64 128) + $(basic 128) \
   + $(down 128 256) + $(basic 256) + $(down 256 512) + $(basic 512)))
 expect resnet18 $((stem + stages + 512 * 1000 + 1000)) 11689512
 
-# ---- gpt2_small: GPT-2's 124,439,808 plus an untied head ----------------
+# ---- gpt2_small: GPT-2's 124,439,808 (head tied to wte); gpt2_naive adds
+# an untied head ----------------------------------------------------------
 #   wte 50257x768 = 38,597,376   wpe 1024x768 = 786,432
 #   a layer: ln 1,536 + qkv 768x2304+2304 = 1,771,776
 #          + proj 768x768+768 = 590,592 + ln 1,536
@@ -75,7 +76,25 @@ if [ "$layer" -ne 7087872 ] || [ "$gpt2" -ne 124439808 ]; then
   echo "gpt2_small: a layer counts $layer (7087872), GPT-2 $gpt2 (124439808)"
   fails=$((fails + 1))
 fi
-expect gpt2_small $((gpt2 + v * d)) 163037184
+expect gpt2_small "$gpt2" 124439808
+expect gpt2_naive $((gpt2 + v * d)) 163037184
+
+# ---- llama: per layer two rmsnorms, q and o d x d, k and v d x (d/heads *
+# kv_heads), SwiGLU 3 x d x ffn, no biases; embedding and head untied.
+# Llama-3-8B's published count is 8,030,261,248.
+llama() { # d layers ffn
+  kvd=$(($1 / 32 * 8))
+  echo $(($2 * (2 * $1 + 2 * $1 * $1 + 2 * $1 * kvd + 3 * $1 * $3) \
+    + 2 * 128256 * $1 + $1))
+}
+expect llama "$(llama 2048 12 8192)" 1255196672
+n=$("$MDLC" --peak --json -D d=4096 -D layers=32 -D ffn=14336 \
+  examples/llama.mdl | grep -o '"param_count"[[:space:]]*:[[:space:]]*[0-9]*' |
+  head -n 1 | sed 's/.*://; s/[[:space:]]//g')
+if [ "$n" != "$(llama 4096 32 14336)" ] || [ "$n" != 8030261248 ]; then
+  echo "llama -D (Llama-3-8B): mdlc $n, formula $(llama 4096 32 14336), published 8030261248"
+  fails=$((fails + 1))
+fi
 
 # ---- unet: c = 32, convs before a batchnorm have no bias -----------------
 #   double(i, n) = conv nxix3x3 + bn n + conv nxnx3x3 + bn n

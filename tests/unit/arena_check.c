@@ -94,6 +94,7 @@ int main(void) {
   static const char *const examples[] = {
       "examples/tiny.mdl",     "examples/mlp.mdl",  "examples/resnet18.mdl",
       "examples/gpt2_small.mdl", "examples/unet.mdl", "examples/operator_cnn.mdl",
+      "examples/gpt2_naive.mdl", "examples/llama.mdl",
   };
   for (size_t i = 0; i < sizeof examples / sizeof *examples; i++)
     check_example(examples[i]);
