@@ -18,7 +18,7 @@ CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -I. -I$(BUILD)
 LDLIBS  += -lm
 
 # Sources: every .c under these folders is part of mdlc.
-SRC_DIRS := ir frontend passes backend
+SRC_DIRS := ir frontend passes backend backend/cpu
 SRCS     := driver.c util.c diag.c $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
 GEN_SRCS := $(BUILD)/grammar/parser.c $(BUILD)/grammar/lexer.c
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o) $(GEN_SRCS:.c=.o)

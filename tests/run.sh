@@ -188,7 +188,8 @@ run_mdl() {
 # Every object of mdlc but the driver (which holds main).
 unit_objs() {
   for o in "$BUILD"/*.o "$BUILD"/ir/*.o "$BUILD"/frontend/*.o \
-    "$BUILD"/passes/*.o "$BUILD"/backend/*.o "$BUILD"/grammar/*.o; do
+    "$BUILD"/passes/*.o "$BUILD"/backend/*.o "$BUILD"/backend/cpu/*.o \
+    "$BUILD"/grammar/*.o; do
     [ -f "$o" ] || continue
     [ "$o" = "$BUILD/driver.o" ] && continue
     printf '%s ' "$o"
