@@ -95,28 +95,6 @@ __device__ __forceinline__ void ld_g(float *v, const float *p) {
   }
 }
 
-/* Stages `total` elements into shared memory: for e = tid, tid + BD, ...,
- * U at a time, all U loads issued before the first store, so a thread has
- * U global loads in flight instead of one (the staging is latency-bound
- * otherwise). load(e) -> float; store(e, v). */
-template <int U, class Load, class Store>
-__device__ __forceinline__ void staged(int total, Load load, Store store) {
-  const int tid = threadIdx.x, BD = blockDim.x;
-  for (int e0 = tid; e0 < total; e0 += U * BD) {
-    float v[U];
-#pragma unroll
-    for (int k = 0; k < U; k++) {
-      int e = e0 + k * BD;
-      v[k] = e < total ? load(e) : 0.0f;
-    }
-#pragma unroll
-    for (int k = 0; k < U; k++) {
-      int e = e0 + k * BD;
-      if (e < total) store(e, v[k]);
-    }
-  }
-}
-
 /* ---- selective scan: what every kernel is given ------------------------ */
 
 struct ScanArgs {
@@ -152,7 +130,7 @@ static size_t fwd_smem(int SP, int DT) {
 }
 
 template <int G>
-__global__ void __launch_bounds__(256, 2) k_scan_fwd(ScanArgs a, int mode) {
+__global__ void __launch_bounds__(256) k_scan_fwd(ScanArgs a, int mode) {
   extern __shared__ float sm[];
   const int TS = FWD_TS, TSP = TS + 1;
   const int R = a.R, DT = a.DT, SP = a.SP, SPP = SP + 4;
@@ -175,25 +153,20 @@ __global__ void __launch_bounds__(256, 2) k_scan_fwd(ScanArgs a, int mode) {
   int64_t next = a.T1; /* mode 1: the next chunk boundary */
   for (int64_t t0 = 0; t0 < a.L; t0 += TS) {
     __syncthreads();
-    staged<16>(SP * TS, [&](int e) {
+    for (int e = tid; e < SP * TS; e += BD) {
       int s = e / TS, i = e % TS;
       int64_t t = t0 + i;
-      return s < a.S && t < a.L ? ld(a.b, at3(a.b, n, s, t)) : 0.0f;
-    }, [&](int e, float v) { bs[(e % TS) * SPP + e / TS] = v; });
-    if (mode == 0)
-      staged<16>(SP * TS, [&](int e) {
-        int s = e / TS, i = e % TS;
-        int64_t t = t0 + i;
-        return s < a.S && t < a.L ? ld(a.c, at3(a.c, n, s, t)) : 0.0f;
-      }, [&](int e, float v) { cs[(e % TS) * SPP + e / TS] = v; });
-    staged<8>(DT * TS, [&](int e) {
-      int64_t t = t0 + e % TS, d2 = d0 + e / TS;
-      return d2 < a.D && t < a.L ? ld(a.dt, at3(a.dt, n, d2, t)) : 0.0f;
-    }, [&](int e, float v) { dts[(e / TS) * TSP + e % TS] = v; });
-    staged<8>(DT * TS, [&](int e) {
-      int64_t t = t0 + e % TS, d2 = d0 + e / TS;
-      return d2 < a.D && t < a.L ? ld(a.x, at3(a.x, n, d2, t)) : 0.0f;
-    }, [&](int e, float v) { xs[(e / TS) * TSP + e % TS] = v; });
+      bool ok = s < a.S && t < a.L;
+      bs[i * SPP + s] = ok ? ld(a.b, at3(a.b, n, s, t)) : 0.0f;
+      if (mode == 0) cs[i * SPP + s] = ok ? ld(a.c, at3(a.c, n, s, t)) : 0.0f;
+    }
+    for (int e = tid; e < DT * TS; e += BD) {
+      int dd = e / TS, i = e % TS;
+      int64_t t = t0 + i, d2 = d0 + dd;
+      bool ok = d2 < a.D && t < a.L;
+      dts[dd * TSP + i] = ok ? ld(a.dt, at3(a.dt, n, d2, t)) : 0.0f;
+      xs[dd * TSP + i] = ok ? ld(a.x, at3(a.x, n, d2, t)) : 0.0f;
+    }
     __syncthreads();
 #pragma unroll 2
     for (int i = 0; i < TS; i++) {
@@ -238,31 +211,22 @@ __device__ __forceinline__ void ds_stage(const ScanArgs &a, int T, int64_t n,
                                          int64_t d0, int64_t tk, float *bs,
                                          float *cs, float *dts, float *xs,
                                          float *dys, int want_c) {
-  const int SPP = a.SP + 4, TP = T + 1;
-  staged<8>(a.SP * T, [&](int e) {
-    int s = e / T;
-    int64_t t = tk + e % T;
-    return s < a.S && t < a.L ? ld(a.b, at3(a.b, n, s, t)) : 0.0f;
-  }, [&](int e, float v) { bs[(e % T) * SPP + e / T] = v; });
-  if (want_c)
-    staged<8>(a.SP * T, [&](int e) {
-      int s = e / T;
-      int64_t t = tk + e % T;
-      return s < a.S && t < a.L ? ld(a.c, at3(a.c, n, s, t)) : 0.0f;
-    }, [&](int e, float v) { cs[(e % T) * SPP + e / T] = v; });
-  staged<8>(a.DT * T, [&](int e) {
-    int64_t t = tk + e % T, d2 = d0 + e / T;
-    return d2 < a.D && t < a.L ? ld(a.dt, at3(a.dt, n, d2, t)) : 0.0f;
-  }, [&](int e, float v) { dts[(e / T) * TP + e % T] = v; });
-  staged<8>(a.DT * T, [&](int e) {
-    int64_t t = tk + e % T, d2 = d0 + e / T;
-    return d2 < a.D && t < a.L ? ld(a.x, at3(a.x, n, d2, t)) : 0.0f;
-  }, [&](int e, float v) { xs[(e / T) * TP + e % T] = v; });
-  if (want_c)
-    staged<8>(a.DT * T, [&](int e) {
-      int64_t t = tk + e % T, d2 = d0 + e / T;
-      return d2 < a.D && t < a.L ? ld(a.dy, at3(a.dy, n, d2, t)) : 0.0f;
-    }, [&](int e, float v) { dys[(e / T) * TP + e % T] = v; });
+  const int tid = threadIdx.x, BD = blockDim.x, SPP = a.SP + 4, TP = T + 1;
+  for (int e = tid; e < a.SP * T; e += BD) {
+    int s = e / T, i = e % T;
+    int64_t t = tk + i;
+    bool ok = s < a.S && t < a.L;
+    bs[i * SPP + s] = ok ? ld(a.b, at3(a.b, n, s, t)) : 0.0f;
+    if (want_c) cs[i * SPP + s] = ok ? ld(a.c, at3(a.c, n, s, t)) : 0.0f;
+  }
+  for (int e = tid; e < a.DT * T; e += BD) {
+    int dd = e / T, i = e % T;
+    int64_t t = tk + i, d2 = d0 + dd;
+    bool ok = d2 < a.D && t < a.L;
+    dts[dd * TP + i] = ok ? ld(a.dt, at3(a.dt, n, d2, t)) : 0.0f;
+    xs[dd * TP + i] = ok ? ld(a.x, at3(a.x, n, d2, t)) : 0.0f;
+    if (want_c) dys[dd * TP + i] = ok ? ld(a.dy, at3(a.dy, n, d2, t)) : 0.0f;
+  }
 }
 
 /* k_scan_dx: dx, ddt, and the per-sequence partials of dA and dDskip; the
@@ -428,35 +392,27 @@ __device__ __forceinline__ void sd_stage(const ScanArgs &a, int TC, int ST,
                                          int64_t tc,
                                          int64_t t1, const TV &bc, float *dts,
                                          float *dtxs, float *dys, float *bcs) {
-  const int DPP = DP + 4;
-  /* dt first; dt x then reads back the dt this same thread staged */
-  staged<8>(DP * TC, [&](int e) {
-    int dd = e / TC;
-    int64_t t = tc + e % TC;
-    return dd < a.D && t < t1 ? ld(a.dt, at3(a.dt, n, dd, t)) : 0.0f;
-  }, [&](int e, float v) { dts[(e % TC) * DPP + e / TC] = v; });
-  staged<8>(DP * TC, [&](int e) {
-    int dd = e / TC;
-    int64_t t = tc + e % TC;
-    return dd < a.D && t < t1 ? ld(a.x, at3(a.x, n, dd, t)) : 0.0f;
-  }, [&](int e, float v) {
-    int o = (e % TC) * DPP + e / TC;
-    dtxs[o] = dts[o] * v;
-  });
-  staged<8>(DP * TC, [&](int e) {
-    int dd = e / TC;
-    int64_t t = tc + e % TC;
-    return dd < a.D && t < t1 ? ld(a.dy, at3(a.dy, n, dd, t)) : 0.0f;
-  }, [&](int e, float v) { dys[(e % TC) * DPP + e / TC] = v; });
-  staged<4>(ST * TC, [&](int e) {
-    int s = e / TC;
-    int64_t t = tc + e % TC;
-    return s0 + s < a.S && t < t1 ? ld(bc, at3(bc, n, s0 + s, t)) : 0.0f;
-  }, [&](int e, float v) { bcs[(e % TC) * ST + e / TC] = v; });
+  const int tid = threadIdx.x, BD = blockDim.x, DPP = DP + 4;
+  for (int e = tid; e < DP * TC; e += BD) {
+    int dd = e / TC, i = e % TC;
+    int64_t t = tc + i;
+    bool ok = dd < a.D && t < t1;
+    float dtv = ok ? ld(a.dt, at3(a.dt, n, dd, t)) : 0.0f;
+    float xv = ok ? ld(a.x, at3(a.x, n, dd, t)) : 0.0f;
+    dts[i * DPP + dd] = dtv;
+    dtxs[i * DPP + dd] = dtv * xv;
+    dys[i * DPP + dd] = ok ? ld(a.dy, at3(a.dy, n, dd, t)) : 0.0f;
+  }
+  for (int e = tid; e < ST * TC; e += BD) {
+    int s = e / TC, i = e % TC;
+    int64_t t = tc + i;
+    bool ok = s0 + s < a.S && t < t1;
+    bcs[i * ST + s] = ok ? ld(bc, at3(bc, n, s0 + s, t)) : 0.0f;
+  }
 }
 
 template <int ST, int DG>
-__global__ void __launch_bounds__(512, 1) k_scan_sd(ScanArgs a, int DP, int TC) {
+__global__ void __launch_bounds__(512) k_scan_sd(ScanArgs a, int DP, int TC) {
   extern __shared__ float sm[];
   const int DPP = DP + 4, BD = blockDim.x, NW = BD / 32;
   float *dts = sm, *dtxs = dts + TC * DPP, *dys = dtxs + TC * DPP;
