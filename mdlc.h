@@ -1332,4 +1332,35 @@ void cpu_sdpa_bwd(const CpuSdpa *p, const float *q, const float *k,
                   const float *v, const float *o, const float *lse,
                   const float *dout, float *dq, float *dk, float *dv);
 
+/* ======================================================================
+ * backend/cpu/scan.c: selective scan and conv1d, the reference
+ *
+ * Contiguous row-major f32, accumulated in double (docs/scan.md). Scan:
+ * x, dt, y [n, d, l]; b, c [n, s, l]; A_log [d, s]; Dskip [d];
+ * A = -exp(A_log). Backward outputs are overwritten; NULL = not wanted.
+ * ====================================================================== */
+
+void cpu_scan_fwd(int64_t n, int64_t d, int64_t s, int64_t l, const float *x,
+                  const float *dt, const float *b, const float *c,
+                  const float *A_log, const float *Dskip, float *y);
+void cpu_scan_bwd(int64_t n, int64_t d, int64_t s, int64_t l, const float *x,
+                  const float *dt, const float *b, const float *c,
+                  const float *A_log, const float *Dskip, const float *dy,
+                  float *dx, float *ddt, float *db, float *dc, float *dA_log,
+                  float *dDskip);
+
+/* conv1d: x [n, c, l], w [out, c/groups, k], b [out] (NULL: none),
+ * y [n, out, ol]; causal is pad_left = dil*(k-1), pad_right = 0. */
+typedef struct {
+  int64_t n, c, l;           /* input [n, c, l] */
+  int64_t out, k;            /* output channels, kernel width */
+  int64_t stride, pad_left, pad_right, dil, groups;
+  int64_t ol;                /* output length (cpu_conv1d_out) */
+} CpuConv1d;
+void cpu_conv1d_out(CpuConv1d *p);  /* fills ol */
+void cpu_conv1d_fwd(const CpuConv1d *p, const float *x, const float *w,
+                    const float *b, float *y);
+void cpu_conv1d_bwd(const CpuConv1d *p, const float *x, const float *w,
+                    const float *dy, float *dx, float *dw, float *db);
+
 #endif /* MDLC_H */

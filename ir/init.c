@@ -6,7 +6,8 @@
  * with its fan-in, norm weights are ones and biases zeros (running
  * variance ones, mean zeros), anything else normal(0, 1); an integer input
  * draws class ids below the number of classes of the cross_entropy, or
- * token ids below the vocabulary of the embedding, that reads it.
+ * token ids below the vocabulary of the embedding, that reads it. A value
+ * read by several ops takes the initialisation of the first.
  */
 #include "mdlc.h"
 
@@ -32,11 +33,18 @@ void graph_init_plan(const Graph *g, InitKind *kind, int64_t *fan,
     fan[v] = 1;
     limit[v] = 2;
   }
+  /* A value used by several ops (a tied weight, a shared block's
+   * parameter) is initialised by its first user in program order, as
+   * PyTorch's weight tying keeps the first module's initialisation. */
+  int *owner = xalloc(sizeof(int) * (size_t)(g->nvals + 1));
+  for (int v = 0; v < g->nvals; v++) owner[v] = -1;
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
+    if (n->op == OP_CAST || (op_info[n->op].flags & OF_VIEW)) continue;
     for (int k = 0; k < n->nin; k++) {
       int s = init_source(g, n->in[k]);
-      if (op_def[n->op]->init)
+      if (owner[s] < 0) owner[s] = i;
+      if (owner[s] == i && op_def[n->op]->init)
         op_def[n->op]->init(g, n, k, s, kind, fan, limit);
     }
   }

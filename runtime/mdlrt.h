@@ -346,6 +346,43 @@ void mdlrt_sdpa_bwd(mdlrt_ref dq, int aq, mdlrt_ref dk, int ak, mdlrt_ref dv,
 int64_t mdlrt_sdpa_bwd_scratch(int64_t B, int64_t H, int64_t S, int64_t T,
                                int64_t Dh, int dt);
 
+/* ---- state-space models (runtime/mdlrt_scan.cu) ----------------------
+ * selective_scan (Mamba's S6): x, dt, y [N, D, L]; b, c [N, S, L] (any
+ * element strides: views of one projection are read in place); A_log
+ * [D, S] and Dskip [D] (f32), A = -exp(A_log); h [N, D, S] from 0:
+ *   h_t = exp(dt_t A) h_{t-1} + dt_t b_t x_t,  y_t = c_t . h_t + Dskip x_t.
+ * x, dt, b, c, y and their gradients share one float dtype; computed in
+ * f32; S <= 256, D <= 16384. The backward recomputes the states from
+ * checkpoints kept in the workspace; _scratch gives the bytes that lets it
+ * run the whole batch at once (with less it runs the batch in slices; if
+ * one sequence does not fit it exits 1 saying so). Every gradient is
+ * optional (NULL base), each with its accumulate flag; all are
+ * deterministic. */
+void mdlrt_selective_scan_fwd(mdlrt_ref y, mdlrt_ref x, mdlrt_ref dt,
+                              mdlrt_ref b, mdlrt_ref c, mdlrt_ref A_log,
+                              mdlrt_ref Dskip);
+void mdlrt_selective_scan_bwd(mdlrt_ref dx, int ax, mdlrt_ref ddt, int adt,
+                              mdlrt_ref db, int ab, mdlrt_ref dc, int ac,
+                              mdlrt_ref dA_log, int aA, mdlrt_ref dDskip,
+                              int aD, mdlrt_ref dy, mdlrt_ref x, mdlrt_ref dt,
+                              mdlrt_ref b, mdlrt_ref c, mdlrt_ref A_log,
+                              mdlrt_ref Dskip);
+/* Workspace bytes the backward needs (0 if none). */
+int64_t mdlrt_selective_scan_bwd_scratch(int64_t N, int64_t D, int64_t S,
+                                         int64_t L);
+
+/* conv1d: x [N, C, L] -> y [N, O, L'], w [O, C/groups, k] and b [O] (NULL
+ * base: no bias) in their own float dtypes, any strides; causal is
+ * pad_left = dilation (k - 1), pad_right = 0. Direct kernels (the
+ * depthwise stride-1 case, Mamba's, has its own); dw and db deterministic. */
+void mdlrt_conv1d_fwd(mdlrt_ref y, mdlrt_ref x, mdlrt_ref w, mdlrt_ref b,
+                      int64_t stride, int64_t pad_left, int64_t pad_right,
+                      int64_t dilation, int64_t groups);
+void mdlrt_conv1d_bwd(mdlrt_ref dx, int ax, mdlrt_ref dw, int aw,
+                      mdlrt_ref db, int ab, mdlrt_ref dy, mdlrt_ref x,
+                      mdlrt_ref w, int64_t stride, int64_t pad_left,
+                      int64_t pad_right, int64_t dilation, int64_t groups);
+
 #ifdef __cplusplus
 }
 #endif
