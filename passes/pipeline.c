@@ -22,9 +22,12 @@
  *   Does: every pass of the table, each under its own contract (the
  *     comment atop each pass's file). The file is read and parsed once,
  *     into p->src; a compile that finds p->src set lowers that tree again
- *     (--max-batch). --gpus N lowers it a second time, with `batch`
- *     divided by N: the first lowering finds the batch and reports the
- *     model's errors at the batch as written, as mdlc always has.
+ *     (--max-batch). --gpus N lowers that tree a second time, with
+ *     `batch` divided by N, and keeps the second graph: the second
+ *     lowering cannot be avoided without changing what mdlc reports,
+ *     since the first, at the batch as written, is what finds the batch
+ *     (it may be computed from other lets) and reports the model's
+ *     errors, before the batch is checked to divide.
  *   Leaves: p->g, the step planned to the arena; p->placed and
  *     p->placement (zero when placement did not run). NULL after a user
  *     error was reported.
@@ -106,15 +109,17 @@ typedef struct {
   bool dump_step;                   /* its dump shows the step */
 } Pass;
 
+/* clang-format off */
 static const Pass passes[] = {
-    /* name        run            when             dump   dump_step */
-    [FRONTEND] = {"frontend", run_frontend, NULL, true, false},
-    [PRECISION] = {"precision", run_precision, NULL, true, false},
-    [PLACEMENT] = {"placement", run_placement, budget_in_force, false, true},
-    [AUTODIFF] = {"autodiff", run_autodiff, step_not_built, true, true},
-    [LIVENESS] = {"liveness", run_liveness, step_not_built, true, true},
-    [ARENA] = {"arena", run_arena, NULL, true, true},
+  /*            name         run            when             dump   dump_step */
+  [FRONTEND]  = {"frontend",  run_frontend,  NULL,            true,  false},
+  [PRECISION] = {"precision", run_precision, NULL,            true,  false},
+  [PLACEMENT] = {"placement", run_placement, budget_in_force, false, true},
+  [AUTODIFF]  = {"autodiff",  run_autodiff,  step_not_built,  true,  true},
+  [LIVENESS]  = {"liveness",  run_liveness,  step_not_built,  true,  true},
+  [ARENA]     = {"arena",     run_arena,     NULL,            true,  true},
 };
+/* clang-format on */
 _Static_assert(sizeof passes / sizeof *passes == NPASSES,
                "one row of `passes` per pass");
 

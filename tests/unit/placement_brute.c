@@ -4,10 +4,10 @@
  * gelu, sigmoid, scale, layernorm, dropout, ending in cross_entropy), and
  * for every one enumerates every placement of disjoint segments over the
  * ops before the loss, measuring each with the real passes
- * (pipeline_rebuild_step: autodiff, liveness). For every budget that some placement meets (each distinct
- * peak), the pass must return a placement whose verified peak is within the
- * budget and whose recomputation is the least among the placements that
- * fit; for a budget below every peak it must say it does not fit and
+ * (pipeline_rebuild_step: autodiff, liveness). For every budget that some
+ * placement meets (each distinct peak), the pass must return a placement
+ * whose verified peak is within the budget and whose recomputation is the
+ * least among the placements that fit; for a budget below every peak it must say it does not fit and
  * report the smallest peak. A smaller budget never needs less work. The
  * pass's own prediction of the peak must equal the real passes' to the
  * byte. 300 chains from a fixed seed (the first 60 were the whole test
