@@ -254,8 +254,8 @@ typedef struct {
     struct { bool ta, tb; } matmul;                     /* MATMUL */
     struct {
       int64_t out, kernel, stride, pad, dilation, groups;
-      bool bias;
-    } conv;                                             /* CONV2D */
+      bool bias, causal;  /* causal: CONV1D, dilation*(kernel-1) left only */
+    } conv;                                             /* CONV2D, CONV1D */
     struct { int64_t kernel, stride, pad; } pool;       /* MAXPOOL2D, AVGPOOL2D */
     struct { double eps; int64_t groups; bool affine; } norm;
         /* BATCHNORM, LAYERNORM, INSTANCENORM, GROUPNORM, RMSNORM (groups:
@@ -470,7 +470,11 @@ void graph_verify(const Graph *g);
  * ir/init.c: how a run initialises parameters and fills inputs
  * ====================================================================== */
 
-typedef enum { INIT_NORMAL, INIT_KAIMING, INIT_ONE, INIT_ZERO } InitKind;
+/* INIT_S4D: Mamba's S4D-real A_log, element i = log(i % fan + 1) (fan
+ * holds the state size). */
+typedef enum {
+  INIT_NORMAL, INIT_KAIMING, INIT_ONE, INIT_ZERO, INIT_S4D
+} InitKind;
 
 /* For every value v: kind[v] and fan[v] (fan-in, for INIT_KAIMING) of its
  * initialisation, and limit[v], the exclusive bound of an integer input's

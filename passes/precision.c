@@ -47,7 +47,7 @@ static int cast_slot(DType t) { return t == DT_F32 ? 0 : t == DT_F16 ? 1 : 2; }
 
 /* The value `v` as dtype `t`: itself, or a (shared) cast made now. The
  * cast joins `seg`, the segment of the node that first needs it. */
-static int cast_to(Prec *p, int v, DType t, int seg) {
+static int cast_to(Prec *p, int v, DType t, int seg, Origin at) {
   Graph *g = p->g;
   if (g->vals[v].dtype == t) return v;
   int *slot = &p->cast_of[v * 3 + cast_slot(t)];
@@ -56,7 +56,10 @@ static int cast_to(Prec *p, int v, DType t, int seg) {
   const char *name = xsprintf("%s:%s", x->name, dtype_name(t));
   Loc loc = x->loc;
   int n = graph_add_node(g, OP_CAST, name, &v, 1, loc);
-  g->nodes[n].origin = x->origin; /* named, placed and stamped as v */
+  /* named and placed as v; stamped, like its segment, with the statement of
+   * the consumer it is made for, so a boundary that --emit-mdl writes never
+   * falls between a cast and that consumer */
+  g->nodes[n].origin = at;
   g->nodes[n].a.cast.to = t;
   g->nodes[n].segment = seg;
   Shape sh = g->vals[v].shape;
@@ -160,7 +163,7 @@ void pass_precision(Graph *g) {
             p.kind != 2)
           continue;
         if (p.kind == 2 && n.dtype_override < 0 && t == p.lo) continue;
-        n.in[k] = cast_to(&p, v, (DType)cd, n.segment);
+        n.in[k] = cast_to(&p, v, (DType)cd, n.segment, n.origin);
       }
     }
     int idx = g->nnodes;

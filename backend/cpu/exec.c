@@ -402,6 +402,7 @@ static float init_value(InitKind k, int64_t fan, uint64_t seed, int v,
     float bound = (float)(1.0 / sqrt((double)fan));
     return (2.0f * mdlrt_uniform(seed, stream, (uint64_t)i) - 1.0f) * bound;
   }
+  case INIT_S4D: return (float)log((double)(i % fan + 1));
   case INIT_NORMAL: {
     double u1 = mdlrt_uniform(seed, stream, 2 * (uint64_t)i);
     double u2 = mdlrt_uniform(seed, stream, 2 * (uint64_t)i + 1);

@@ -345,6 +345,16 @@ static void emit_setup(Emit *E) {
     case INIT_NORMAL: P("  mdlrt_init_normal(%s, %d);\n", r, v); break;
     case INIT_ONE: P("  mdlrt_fill(%s, 1);\n", r); break;
     case INIT_ZERO: break; /* allocated zero-filled */
+    case INIT_S4D: {      /* log(s + 1) along the state dim */
+      int64_t n = x->numel, S = fan[v];
+      P("  {\n    static const double tab[%lld] = {", (long long)S);
+      for (int64_t j = 0; j < S; j++)
+        P("%s%.9g", j % 6 ? ", " : "\n      ", (double)(float)log((double)(j + 1)));
+      P("};\n    static double a[%lld];\n    for (int64_t i = 0; i < %lld; i++) "
+        "a[i] = tab[i %% %lld];\n    mdlrt_write_all(%s, a);\n  }\n",
+        (long long)n, (long long)n, (long long)S, r);
+      break;
+    }
     }
   }
   for (int i = 0; i < g->nnodes; i++) {

@@ -23,6 +23,9 @@
  *   llama_tiny (tests/unit/data/llama_tiny.mdl, through the frontend)
  *              rmsnorm, split by sizes, rope, grouped-query causal sdpa
  *              with dropout, SwiGLU, mean, sum, slice
+ *   mamba_tiny (tests/unit/data/mamba_tiny.mdl) causal depthwise and
+ *              dilated padded conv1d, softplus, selective_scan, a tied
+ *              embedding and head
  */
 #include <math.h>
 #include <stdio.h>
@@ -302,13 +305,16 @@ int main(void) {
   cfg.optimizer = OPTIM_SGD;
   Graph *llama = frontend_load("tests/unit/data/llama_tiny.mdl", NULL, 0,
                                &cfg, CFG_WORKSPACE | CFG_OPTIMIZER);
-  if (!llama) return 1;
+  Graph *mamba = frontend_load("tests/unit/data/mamba_tiny.mdl", NULL, 0,
+                               &cfg, CFG_WORKSPACE | CFG_OPTIMIZER);
+  if (!llama || !mamba) return 1;
   plan_step(llama);
+  plan_step(mamba);
   Graph *models[] = {block(false), block(true), attention(), embed(), cnn(),
-                     llama};
+                     llama, mamba};
   const char *names[] = {"block", "block+ckpt", "attention", "embed", "cnn",
-                         "llama_tiny"};
-  for (int i = 0; i < 6; i++) {
+                         "llama_tiny", "mamba_tiny"};
+  for (int i = 0; i < 7; i++) {
     models[i]->model_name = names[i];
     fails += check(models[i], out);
     fflush(out);

@@ -102,10 +102,11 @@ int main(void) {
 
   /* 3 and 4 */
   static const char *const zoo[] = {"tests/unit/data/zoo.mdl",
-                                    "tests/unit/data/zoo_mse.mdl"};
+                                    "tests/unit/data/zoo_mse.mdl",
+                                    "tests/unit/data/mamba_tiny.mdl"};
   bool seen[OP_COUNT] = {0};
   int narrowed = 0;
-  for (int z = 0; z < 2; z++) {
+  for (int z = 0; z < 3; z++) {
     for (int p = 0; p < 2; p++) {
       Precision pol = p ? PREC_BF16_MIXED : PREC_FP32;
       Graph *g = load(zoo[z], pol);
