@@ -1,6 +1,8 @@
 """bench/torch_models.py: the four benchmark cases of bench/RESULTS.md in
 eager PyTorch, for comparison with `mdlc --run`: the same model, batch and
-precision as examples/{gpt2_small,resnet18,operator_cnn}.mdl. Per step:
+precision as examples/{gpt2_small,gpt2_naive,resnet18,operator_cnn}.mdl
+(gpt2_small: tied head, F.scaled_dot_product_attention; gpt2_naive: untied
+head, the scores materialized). Per step:
 time with CUDA events around forward, backward, optimizer step and
 zero_grad(set_to_none); peak as torch.cuda.memory_stats()
 ["requested_bytes.all.peak"] (bytes asked for, before the caching
@@ -9,7 +11,7 @@ max_memory_allocated (after rounding). TF32 is off (mdlc's f32 is plain
 f32).
 
 Usage: python3 bench/torch_models.py CASE PRECISION [steps [MODE]]
-  CASE: gpt2_small | resnet18 | operator_cnn
+  CASE: gpt2_small | gpt2_naive | resnet18 | operator_cnn
   PRECISION: fp32 | bf16_mixed | fp16 (pure: parameters, Adam state and
   activations in f16) | bf16
   MODE, how PyTorch picks its convolution algorithms:
@@ -39,8 +41,9 @@ B, S, D, H, V, L = 8, 1024, 768, 12, 50257, 12
 
 
 class Layer(nn.Module):
-    def __init__(self):
+    def __init__(self, fused):
         super().__init__()
+        self.fused = fused
         self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
         self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
         self.fc1, self.fc2 = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
@@ -48,21 +51,28 @@ class Layer(nn.Module):
     def forward(self, x):
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
         q, k, v = (t.reshape(B, S, H, D // H).transpose(1, 2) for t in (q, k, v))
-        s = (q @ k.transpose(-1, -2)) * (1 / math.sqrt(D // H))
-        mask = torch.ones(S, S, dtype=torch.bool, device=x.device).triu(1)
-        p = F.dropout(torch.softmax(s.float().masked_fill(mask, -math.inf), -1), 0.1)
-        a = self.proj((p.to(v.dtype) @ v).transpose(1, 2).reshape(B, S, D))
+        if self.fused:
+            o = F.scaled_dot_product_attention(q, k, v, dropout_p=0.1,
+                                               is_causal=True)
+        else:
+            s = (q @ k.transpose(-1, -2)) * (1 / math.sqrt(D // H))
+            mask = torch.ones(S, S, dtype=torch.bool, device=x.device).triu(1)
+            p = F.dropout(torch.softmax(s.float().masked_fill(mask, -math.inf), -1), 0.1)
+            o = p.to(v.dtype) @ v
+        a = self.proj(o.transpose(1, 2).reshape(B, S, D))
         x = x + F.dropout(a, 0.1)
         m = self.fc2(F.gelu(self.fc1(self.ln2(x))))
         return x + F.dropout(m, 0.1)
 
 
 class GPT(nn.Module):
-    def __init__(self):
+    def __init__(self, published=True):
         super().__init__()
         self.emb, self.pos = nn.Embedding(V, D), nn.Parameter(torch.randn(S, D))
-        self.layers = nn.ModuleList(Layer() for _ in range(L))
+        self.layers = nn.ModuleList(Layer(published) for _ in range(L))
         self.ln, self.head = nn.LayerNorm(D), nn.Linear(D, V, bias=False)
+        if published:
+            self.head.weight = self.emb.weight  # tied, as GPT-2
 
     def forward(self, t, y):
         h = F.dropout(self.emb(t) + self.pos, 0.1)
@@ -90,8 +100,8 @@ class OperatorCNN(nn.Module):
 
 def build(case, prec):
     dev = "cuda"
-    if case == "gpt2_small":
-        m = GPT()
+    if case in ("gpt2_small", "gpt2_naive"):
+        m = GPT(case == "gpt2_small")
         opt = lambda ps: torch.optim.AdamW(ps, lr=1e-3)
         inputs = (torch.randint(0, V, (B, S), device=dev),
                   torch.randint(0, V, (B, S), device=dev))

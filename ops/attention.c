@@ -105,8 +105,22 @@ static void sdpa_cpu_bwd(CpuOp *c) {
   cpu_sdpa_bwd(&p, q, k, v, o, lse, c->dy[0], c->dx[0], c->dx[1], c->dx[2]);
 }
 
+/* The kernels' limits (runtime/mdlrt_attn.cu): a located error at emission
+ * rather than a failure in the middle of the step. */
+static void sdpa_cuda_check(EmitOp *c) {
+  const Value *q = &c->g->vals[c->n->in[0]];
+  int64_t dh = q->shape.dim[3];
+  bool wide = q->dtype == DT_F32;
+  if (dh > 128 || (!wide && dh % 8))
+    emit_unsupported(c, xsprintf("sdpa with head dim %lld in %s (the fused "
+                                 "kernels take up to 128, a multiple of 8 in "
+                                 "16-bit)", (long long)dh,
+                                 dtype_name(q->dtype)));
+}
+
 static void sdpa_cuda_fwd(EmitOp *c) {
   const Node *n = c->n;
+  sdpa_cuda_check(c);
   emit_printf(c, "  mdlrt_sdpa_fwd(%s, %s, %s, %s, %s, %d, %.17g, %.17g, "
               "%d);\n", c->Y[0], c->Y[1], c->X[0], c->X[1], c->X[2],
               n->a.sdpa.causal, n->a.sdpa.p, n->a.sdpa.scale, c->node);

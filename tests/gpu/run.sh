@@ -22,7 +22,7 @@ fail=0
 INC="-Iruntime -I/usr/include/x86_64-linux-gnu"
 LIBS="-L$CUDA_HOME/lib64 -L/usr/lib/x86_64-linux-gnu -lcublas -lcublasLt -lcudnn"
 
-STAGES=${GPU_STAGES:-"rt models graph placement learns"}
+STAGES=${GPU_STAGES:-"rt models v2 graph placement learns"}
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 
 echo "== runtime"
@@ -50,7 +50,7 @@ if has models && [ -x "$BUILD/mdlc" ] && [ -f tests/gpu/models.sh ]; then
   echo "== models: predicted against measured peak"
   BUILD=$BUILD OUT=$OUT sh tests/gpu/models.sh || fail=1
 fi
-for t in graph placement learns; do
+for t in v2 graph placement learns; do
   has $t && [ -x "$BUILD/mdlc" ] &&
     { BUILD=$BUILD OUT=$OUT sh tests/gpu/$t.sh || fail=1; }
 done
