@@ -349,7 +349,8 @@ static void emit_setup(Emit *E) {
       int64_t n = x->numel, S = fan[v];
       P("  {\n    static const double tab[%lld] = {", (long long)S);
       for (int64_t j = 0; j < S; j++)
-        P("%s%.9g", j % 6 ? ", " : "\n      ", (double)(float)log((double)(j + 1)));
+        P("%s%.9g", j == 0 ? "\n      " : j % 6 ? ", " : ",\n      ",
+          (double)(float)log((double)(j + 1)));
       P("};\n    static double a[%lld];\n    for (int64_t i = 0; i < %lld; i++) "
         "a[i] = tab[i %% %lld];\n    mdlrt_write_all(%s, a);\n  }\n",
         (long long)n, (long long)n, (long long)S, r);
