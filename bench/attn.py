@@ -15,6 +15,7 @@ TFLOP/s: 4 B H S T Dh for the forward, halved if causal, 2.5 times that for
 the backward. ratio = mdlc / torch (below 1: mdlc is faster).
 
 Usage: python3 bench/attn.py PATH/attn_bench
+ATTN_SHAPES=name,name: only those shapes.
 """
 import os
 import subprocess
@@ -76,9 +77,10 @@ def torch_times(dt, B, H, G, S, Dh, causal, backend):
     return median(tf), median(tb)
 
 
-def mdlc_times(exe, warps):
+def mdlc_times(exe, warps, names):
     env = dict(os.environ, MDLRT_SDPA_WARPS=str(warps))
-    out = subprocess.run([exe], env=env, capture_output=True, text=True)
+    out = subprocess.run([exe] + names, env=env, capture_output=True,
+                         text=True)
     if out.returncode:
         print(out.stdout + out.stderr)
         raise SystemExit("attn_bench failed (exit %d)" % out.returncode)
@@ -93,7 +95,9 @@ def mdlc_times(exe, warps):
 def main():
     exe = sys.argv[1]
     print("GPU: %s; torch %s" % (torch.cuda.get_device_name(), torch.__version__))
-    ours = {w: mdlc_times(exe, w) for w in (4, 8)}
+    want = os.environ.get("ATTN_SHAPES")
+    shapes = [s for s in SHAPES if not want or s[0] in want.split(",")]
+    ours = {w: mdlc_times(exe, w, [s[0] for s in shapes]) for w in (4, 8)}
     from torch.nn.attention import SDPBackend
     backends = [("default", None), ("flash", SDPBackend.FLASH_ATTENTION),
                 ("cudnn", SDPBackend.CUDNN_ATTENTION),
@@ -101,7 +105,7 @@ def main():
     print("%-14s %-10s %9s %9s %7s %7s" % ("shape", "impl", "fwd ms", "bwd ms",
                                           "fwd TF", "bwd TF"))
     summary = []
-    for name, dt, B, H, G, S, Dh, causal in SHAPES:
+    for name, dt, B, H, G, S, Dh, causal in shapes:
         fl = flops(B, H, S, Dh, causal)
         rows = {}
         for w in (4, 8):
