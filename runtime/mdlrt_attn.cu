@@ -200,16 +200,17 @@ __device__ __forceinline__ void tile_load(uint16_t *s, const uint16_t *g,
 }
 
 /* ---- forward, 16-bit, tensor cores ----------------------------------------
- * grid (H, B, ceil(S / BM)), NW warps; a block: BM = 16 NW query rows of one
- * (b, h), a warp 16 of them. Loop over kv tiles of BN = 64 rows (double
- * buffered, cp.async): S = Q K^T (16 x 64 a warp, registers), online
+ * grid (H, B, ceil(S / BM)), NW warps; a block: BM = 16 MT NW query rows of
+ * one (b, h), a warp 16 MT of them (MT m16 tiles: each K and V fragment
+ * read from shared memory serves MT products). Loop over kv tiles of
+ * BN rows (double buffered, cp.async): S = Q K^T (registers), online
  * softmax, O += P V with P reused from the accumulators as A fragments.
  *   q [B,H,S,Dh]  k,v [B,Hkv,T,Dh]  ->  o [B,H,S,Dh], lse f32 [B,H,S]
  * DP: Dh rounded up to 16 (zero columns in shared memory). Causal: the
  * heaviest q blocks (last rows) first. */
-template <int DT, int DP, int NW>
+template <int DT, int DP, int NW, int MT, int BN>
 __global__ void __launch_bounds__(NW * 32) k_sdpa_fwd16(SdpaArgs a) {
-  constexpr int BM = 16 * NW, BN = 64, LD = DP + 8, NT = NW * 32;
+  constexpr int BM = 16 * MT * NW, LD = DP + 8, NT = NW * 32;
   ATTN_SMEM(smem);
   uint16_t *sQ = (uint16_t *)smem;           /* [BM][LD] */
   uint16_t *sK = sQ + BM * LD;               /* [2][BN][LD] */
@@ -219,26 +220,31 @@ __global__ void __launch_bounds__(NW * 32) k_sdpa_fwd16(SdpaArgs a) {
   const int h = blockIdx.x, b = blockIdx.y;
   const int mb = a.causal ? (int)(gridDim.z - 1 - blockIdx.z) : (int)blockIdx.z;
   const int m0 = mb * BM, hk = h / (a.H / a.Hkv);
+  const int w0 = m0 + warp * 16 * MT; /* the warp's first row */
   const uint16_t *q = (const uint16_t *)a.q + b * a.qs[0] + h * a.qs[1];
   const uint16_t *k = (const uint16_t *)a.k + b * a.ks[0] + hk * a.ks[1];
   const uint16_t *v = (const uint16_t *)a.v + b * a.vs[0] + hk * a.vs[1];
   const int nend = a.causal ? imin(a.T, m0 + BM) : a.T;
   const int ntiles = (nend + BN - 1) / BN;
   const uint64_t step = a.drop ? *a.step : 0;
-  const int r0 = m0 + warp * 16 + g, r1 = r0 + 8; /* this thread's rows */
-  const uint64_t e0 = ((uint64_t)(b * a.H + h) * a.S + r0) * a.T;
-  const uint64_t e1 = e0 + 8 * (uint64_t)a.T;
+  /* this thread's rows: w0 + 16 mt + g + 8 r, r = 0, 1 (element e: r = e/2) */
+  const uint64_t e0 = ((uint64_t)(b * a.H + h) * a.S + w0 + g) * a.T;
 
   tile_load<BM, DP, NT>(sQ, q, a.qs[2], m0, a.S, a.Dh, a.vec);
   tile_load<BN, DP, NT>(sK, k, a.ks[2], 0, a.T, a.Dh, a.vec);
   tile_load<BN, DP, NT>(sV, v, a.vs[2], 0, a.T, a.Dh, a.vec);
   cp_commit();
 
-  float o[DP / 8][4];
+  float o[MT][DP / 8][4];
+  float mx[MT][2], l[MT][2];
+  uint32_t qf[MT][DP / 16][4];
 #pragma unroll
-  for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
-  float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
-  uint32_t qf[DP / 16][4];
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++)
+      o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0;
+    mx[mt][0] = mx[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0;
+  }
 
   for (int it = 0; it < ntiles; it++) {
     const int n0 = it * BN;
@@ -256,18 +262,23 @@ __global__ void __launch_bounds__(NW * 32) k_sdpa_fwd16(SdpaArgs a) {
     __syncthreads();
     if (it == 0) {
 #pragma unroll
-      for (int kk = 0; kk < DP / 16; kk++)
-        ldsm4(qf[kk], sQ + (warp * 16 + (lane & 15)) * LD + kk * 16 +
-                          (lane >> 4) * 8);
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++)
+          ldsm4(qf[mt][kk], sQ + (warp * 16 * MT + mt * 16 + (lane & 15)) * LD +
+                                kk * 16 + (lane >> 4) * 8);
     }
     const uint16_t *cK = sK + (it & 1) * BN * LD;
     const uint16_t *cV = sV + (it & 1) * BN * LD;
 
-    /* S = Q K^T: element (n8, e) is row (e < 2 ? r0 : r1), column
-     * n0 + 8 n8 + 2 t4 + (e & 1). */
-    float s[BN / 8][4];
+    /* S = Q K^T: element (mt, n8, e) is row w0 + 16 mt + g + 8 (e / 2),
+     * column n0 + 8 n8 + 2 t4 + (e & 1) */
+    float s[MT][BN / 8][4];
 #pragma unroll
-    for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int n = 0; n < BN / 8; n++)
+        s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0;
 #pragma unroll
     for (int kk = 0; kk < DP / 16; kk++) {
 #pragma unroll
@@ -275,72 +286,90 @@ __global__ void __launch_bounds__(NW * 32) k_sdpa_fwd16(SdpaArgs a) {
         uint32_t bf[4];
         ldsm4(bf, cK + (nn * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD +
                       kk * 16 + ((lane >> 3) & 1) * 8);
-        mma16816<DT>(s[2 * nn], qf[kk], bf[0], bf[1]);
-        mma16816<DT>(s[2 * nn + 1], qf[kk], bf[2], bf[3]);
-      }
-    }
-    const bool edge =
-        n0 + BN > a.T || (a.causal && n0 + BN - 1 > m0 + warp * 16);
 #pragma unroll
-    for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float x = s[n][e] * a.scale_log2;
-        if (edge) {
-          int col = n0 + n * 8 + 2 * t4 + (e & 1), row = e < 2 ? r0 : r1;
-          if (col >= a.T || (a.causal && col > row)) x = -INFINITY;
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816<DT>(s[mt][2 * nn], qf[mt][kk], bf[0], bf[1]);
+          mma16816<DT>(s[mt][2 * nn + 1], qf[mt][kk], bf[2], bf[3]);
         }
-        s[n][e] = x;
       }
-    /* online softmax, in log2 units: rows r0 (e = 0, 1) and r1 (e = 2, 3),
-     * each spread over the four threads of a quad */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      float m = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < BN / 8; n++)
-        m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-      const float mnew = fmaxf(mx[r], m);
-      const float mref = mnew == -INFINITY ? 0.0f : mnew;
-      const float alpha = exp2f(mx[r] - mref);
-      mx[r] = mnew;
-      float sum = 0;
-#pragma unroll
-      for (int n = 0; n < BN / 8; n++) {
-        float p0 = exp2f(s[n][2 * r] - mref), p1 = exp2f(s[n][2 * r + 1] - mref);
-        s[n][2 * r] = p0, s[n][2 * r + 1] = p1;
-        sum += p0 + p1;
-      }
-      l[r] = l[r] * alpha + sum; /* this thread's share of the row sum */
-#pragma unroll
-      for (int d = 0; d < DP / 8; d++) o[d][2 * r] *= alpha, o[d][2 * r + 1] *= alpha;
     }
-    if (a.drop) { /* LSE is of the undropped softmax: l already summed */
+    const bool edge = n0 + BN > a.T || (a.causal && n0 + BN - 1 > w0);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
       for (int n = 0; n < BN / 8; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          int col = n0 + n * 8 + 2 * t4 + (e & 1);
-          if (!attn_kept(a, step, (e < 2 ? e0 : e1) + col)) s[n][e] = 0;
+          float x = s[mt][n][e] * a.scale_log2;
+          if (edge) {
+            const int col = n0 + n * 8 + 2 * t4 + (e & 1);
+            const int row = w0 + 16 * mt + g + 8 * (e >> 1);
+            if (col >= a.T || (a.causal && col > row)) x = -INFINITY;
+          }
+          s[mt][n][e] = x;
         }
+    /* online softmax, in log2 units: per m tile, rows g (e = 0, 1) and
+     * g + 8 (e = 2, 3), each spread over the four threads of a quad */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        float m = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++)
+          m = fmaxf(m, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        const float mnew = fmaxf(mx[mt][r], m);
+        const float mref = mnew == -INFINITY ? 0.0f : mnew;
+        const float alpha = exp2f(mx[mt][r] - mref);
+        mx[mt][r] = mnew;
+        float sum = 0;
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++) {
+          const float p0 = exp2f(s[mt][n][2 * r] - mref);
+          const float p1 = exp2f(s[mt][n][2 * r + 1] - mref);
+          s[mt][n][2 * r] = p0, s[mt][n][2 * r + 1] = p1;
+          sum += p0 + p1;
+        }
+        l[mt][r] = l[mt][r] * alpha + sum; /* this thread's share of the sum */
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++)
+          o[mt][d][2 * r] *= alpha, o[mt][d][2 * r + 1] *= alpha;
+      }
+    if (a.drop) { /* LSE is of the undropped softmax: l already summed */
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int col = n0 + n * 8 + 2 * t4 + (e & 1);
+            const uint64_t er = e0 + (uint64_t)(16 * mt + 8 * (e >> 1)) * a.T;
+            if (!attn_kept(a, step, er + col)) s[mt][n][e] = 0;
+          }
     }
     /* O += P V: P's accumulators are the A fragments of the next product;
      * V [j][d] is B = [k = j][n = d], row-major: ldmatrix.trans */
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {
-      uint32_t pa[4];
-      pa[0] = pack2<DT>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack2<DT>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack2<DT>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack2<DT>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        pa[mt][0] = pack2<DT>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = pack2<DT>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = pack2<DT>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = pack2<DT>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int dd = 0; dd < DP / 16; dd++) {
         uint32_t bf[4];
         ldsm4t(bf, cV + (kk * 16 + (lane & 15)) * LD + dd * 16 + (lane >> 4) * 8);
-        mma16816<DT>(o[2 * dd], pa, bf[0], bf[1]);
-        mma16816<DT>(o[2 * dd + 1], pa, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816<DT>(o[mt][2 * dd], pa[mt], bf[0], bf[1]);
+          mma16816<DT>(o[mt][2 * dd + 1], pa[mt], bf[2], bf[3]);
+        }
       }
     }
     __syncthreads(); /* the next iteration loads into this buffer */
@@ -348,28 +377,31 @@ __global__ void __launch_bounds__(NW * 32) k_sdpa_fwd16(SdpaArgs a) {
 
   uint16_t *op = (uint16_t *)a.o + b * a.os[0] + h * a.os[1];
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    const int row = r ? r1 : r0;
-    if (row >= a.S) continue;
-    if (a.lse && t4 == 0)
-      a.lse[b * a.ls[0] + h * a.ls[1] + row * a.ls[2]] =
-          (mx[r] + log2f(l[r])) * ATTN_LN2;
-    const float inv = a.keep / l[r];
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int d = 0; d < DP / 8; d++) {
-      const int col = d * 8 + 2 * t4;
-      if (col >= a.Dh) continue;
-      float v0 = o[d][2 * r] * inv, v1 = o[d][2 * r + 1] * inv;
-      if (a.ovec) {
-        *(uint32_t *)(op + row * a.os[2] + col) = pack2<DT>(v0, v1);
-      } else {
-        op[row * a.os[2] + col * a.os[3]] = f2h<DT>(v0);
-        op[row * a.os[2] + (col + 1) * a.os[3]] = f2h<DT>(v1);
+    for (int r = 0; r < 2; r++) {
+      float lr = l[mt][r];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const int row = w0 + 16 * mt + g + 8 * r;
+      if (row >= a.S) continue;
+      if (a.lse && t4 == 0)
+        a.lse[b * a.ls[0] + h * a.ls[1] + row * a.ls[2]] =
+            (mx[mt][r] + log2f(lr)) * ATTN_LN2;
+      const float inv = a.keep / lr;
+#pragma unroll
+      for (int d = 0; d < DP / 8; d++) {
+        const int col = d * 8 + 2 * t4;
+        if (col >= a.Dh) continue;
+        const float v0 = o[mt][d][2 * r] * inv, v1 = o[mt][d][2 * r + 1] * inv;
+        if (a.ovec) {
+          *(uint32_t *)(op + row * a.os[2] + col) = pack2<DT>(v0, v1);
+        } else {
+          op[row * a.os[2] + col * a.os[3]] = f2h<DT>(v0);
+          op[row * a.os[2] + (col + 1) * a.os[3]] = f2h<DT>(v1);
+        }
       }
     }
-  }
 }
 
 /* ---- backward: D = rowsum(dO * O) -----------------------------------------
@@ -994,20 +1026,30 @@ static void attn_launch(K kern, dim3 grid, int threads, int smem,
 static int attn_cdiv(int a, int b) { return (a + b - 1) / b; }
 
 /* shared bytes of each kernel */
-static int fwd16_smem(int DP, int NW) { return (16 * NW + 4 * 64) * (DP + 8) * 2; }
+static int fwd16_smem(int DP, int BM, int BN) { return (BM + 4 * BN) * (DP + 8) * 2; }
 static int bwd_kv16_smem(int DP, int BMQ) {
   return (2 * 64 + 4 * BMQ) * (DP + 8) * 2 + 4 * BMQ * 4;
 }
 static int bwd_q16_smem(int DP, int BNK) { return (2 * 64 + 4 * BNK) * (DP + 8) * 2; }
 
+/* The forward's block: NW warps (4, or 8 with MDLRT_SDPA_WARPS=8) of MT m16
+ * tiles each. Up to Dh 64: MT = 2 (K and V fragments serve two products)
+ * over kv tiles of 32 rows; above, MT = 1 over tiles of 64 (registers:
+ * the accumulators of O and S fill them). */
+template <int DT, int DP, int NW>
+static void fwd16_nw(const SdpaArgs &a) {
+  constexpr int MT = DP <= 64 ? 2 : 1, BN = DP <= 64 ? 32 : 64;
+  constexpr int BM = 16 * MT * NW;
+  attn_launch(k_sdpa_fwd16<DT, DP, NW, MT, BN>,
+              dim3(a.H, a.B, attn_cdiv(a.S, BM)), NW * 32,
+              fwd16_smem(DP, BM, BN), a);
+}
 template <int DT, int DP>
 static void fwd16(const SdpaArgs &a, int nw) {
   if (nw == 8)
-    attn_launch(k_sdpa_fwd16<DT, DP, 8>, dim3(a.H, a.B, attn_cdiv(a.S, 128)),
-                256, fwd16_smem(DP, 8), a);
+    fwd16_nw<DT, DP, 8>(a);
   else
-    attn_launch(k_sdpa_fwd16<DT, DP, 4>, dim3(a.H, a.B, attn_cdiv(a.S, 64)),
-                128, fwd16_smem(DP, 4), a);
+    fwd16_nw<DT, DP, 4>(a);
 }
 
 /* kv tile of the backward: 64 rows up to Dh 64, 32 above (registers) */

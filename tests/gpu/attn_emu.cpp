@@ -529,6 +529,9 @@ int main(int argc, char **argv) {
       {"f32 d64 causal gqa drop", F, 1, 4, 2, 70, 70, 64, 1, 0.1, 1, 0, 1, 4},
       {"f32 d37 noncausal",       F, 1, 2, 1, 33, 45, 37, 0, 0.0, 2, 2, 0, 4},
       {"f32 d128 causal S>T",     F, 1, 1, 1, 40, 30, 128, 1, 0.0, 0, 0, 0, 4},
+      {"f16 d64 causal S300",     H16, 1, 1, 1, 300, 300, 64, 1, 0.1, 1, 0, 0, 4},
+      {"bf16 d128 causal S200 gqa", BF, 1, 2, 1, 200, 200, 128, 1, 0.0, 1, 1, 1, 4},
+      {"bf16 d16 noncausal S<T",  BF, 1, 1, 1, 130, 260, 16, 0, 0.0, 0, 0, 0, 8},
   };
   const char *only = getenv("EMU_ONLY");
   for (const Case &c : cases) {
