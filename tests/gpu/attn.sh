@@ -1,7 +1,7 @@
 #!/bin/sh
 # tests/gpu/attn.sh: the fused attention (runtime/mdlrt_attn.cu) on a GPU,
 # from the repository root (or a copy holding runtime/, tests/gpu/, bench/):
-#   1. builds the runtime objects it needs (mdlrt, mdlrt_nn, mdlrt_attn),
+#   1. builds the runtime objects (every runtime/*.cu),
 #      tests/gpu/attn_test.cu and bench/attn_bench.cu with nvcc, unless
 #      $BUILD/attn_test and $BUILD/attn_bench exist and start (prebuilt:
 #      then only relinked from $BUILD/runtime/*.o if they do not start);
@@ -43,9 +43,10 @@ if [ -x "$BUILD/attn_test" ] && starts "$BUILD/attn_test"; then
   echo "prebuilt attn_test and attn_bench start"
 else
   if ! [ -f "$BUILD/runtime/mdlrt_attn.o" ]; then
-    for f in mdlrt mdlrt_nn mdlrt_attn; do
+    for c in runtime/*.cu; do
+      f=$(basename "$c" .cu)
       $NVCC -O3 -arch=$CUDA_ARCH -std=c++17 $INC -Xcompiler -Wall -c \
-        -o "$BUILD/runtime/$f.o" "runtime/$f.cu" &
+        -o "$BUILD/runtime/$f.o" "$c" &
     done
     wait
   fi

@@ -2,6 +2,9 @@
 # tests/gpu/run.sh: the GPU tests (`make gpu-test`), on a machine with an
 # NVIDIA GPU; CI never runs them. From the repository root:
 #   1. builds the runtime (libmdlrt.a) and tests/gpu/rt_test.cu with nvcc,
+#      (stages attn and scan: the fused attention and the selective scan
+#      against PyTorch, tests/gpu/attn.sh and scan_check.py; v2: the
+#      version-2 operators end to end, tests/gpu/v2.sh)
 #      runs every kernel and checks it against PyTorch in float64
 #      (tests/gpu/rt_check.py), and probes the pool's byte accounting;
 #   2. if $BUILD/mdlc exists: `mdlc --run` on every example under every
@@ -22,7 +25,7 @@ fail=0
 INC="-Iruntime -I/usr/include/x86_64-linux-gnu"
 LIBS="-L$CUDA_HOME/lib64 -L/usr/lib/x86_64-linux-gnu -lcublas -lcublasLt -lcudnn"
 
-STAGES=${GPU_STAGES:-"rt models v2 graph placement learns"}
+STAGES=${GPU_STAGES:-"rt attn scan models v2 graph placement learns"}
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 
 echo "== runtime"
@@ -44,6 +47,22 @@ cat "$OUT/rt_test.log"
 grep -q "pool probe: PASS" "$OUT/rt_test.log" || fail=1
 python3 tests/gpu/rt_check.py "$BUILD/gpu-rt" > "$OUT/rt_check.log" 2>&1 || fail=1
 cat "$OUT/rt_check.log"
+fi
+
+if has attn; then
+  echo "== fused attention against PyTorch (tests/gpu/attn.sh)"
+  BUILD=$BUILD OUT=$OUT/attn BENCH=0 sh tests/gpu/attn.sh || fail=1
+fi
+
+if has scan; then
+  echo "== selective scan and conv1d against PyTorch (tests/gpu/scan_check.py)"
+  mkdir -p "$BUILD/gpu-scan"
+  $NVCC -O2 -arch=$CUDA_ARCH -std=c++17 $INC -o "$BUILD/scan_test" \
+    tests/gpu/scan_test.cu "$BUILD/libmdlrt.a" $LIBS || exit 1
+  "$BUILD/scan_test" "$BUILD/gpu-scan" > "$OUT/scan_test.log" 2>&1 || fail=1
+  python3 tests/gpu/scan_check.py "$BUILD/gpu-scan" > "$OUT/scan_check.log" \
+    2>&1 || fail=1
+  tail -3 "$OUT/scan_check.log"
 fi
 
 if has models && [ -x "$BUILD/mdlc" ] && [ -f tests/gpu/models.sh ]; then
