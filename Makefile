@@ -12,7 +12,7 @@ FLEX      ?= flex
 BISON     ?= bison
 
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
-           -Wmissing-prototypes -Wno-unused-parameter
+           -Wmissing-prototypes -Wno-unused-parameter -Wswitch-enum
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -I. -I$(BUILD)
 LDLIBS  += -lm
@@ -49,7 +49,7 @@ $(BUILD)/grammar/lexer.c $(BUILD)/grammar/lexer.h &: grammar/lexer.l \
 # Generated code is not held to our warning set.
 $(BUILD)/grammar/%.o: $(BUILD)/grammar/%.c
 	$(CC) $(CFLAGS) -Wno-unused-function -Wno-sign-compare \
-	  -Wno-missing-prototypes -Wno-shadow -MMD -MP -c -o $@ $<
+	  -Wno-missing-prototypes -Wno-shadow -Wno-switch-enum -MMD -MP -c -o $@ $<
 
 $(BUILD)/%.o: %.c | $(BUILD)/grammar/parser.h $(BUILD)/grammar/lexer.h
 	@mkdir -p $(dir $@)

@@ -570,7 +570,11 @@ Ev lower_expr(Lower *L, const Ast *e, const char *ctx, const char *want,
     return r;
   }
   case AST_ERROR: return err();
-  default: break;
+  case AST_OPTION: case AST_LET: case AST_INPUT: case AST_BIND:
+  case AST_LOSS: case AST_OUTPUT: case AST_RETURN: case AST_CKBLOCK:
+  case AST_BLOCK: case AST_MODEL: case AST_TRAIN: case AST_LIST:
+  case AST_FILE:
+    break; /* statements and containers: not expressions */
   }
   diag_error(e->loc, "a %s is not an expression", ast_kind_name(e->kind));
   return err();
@@ -825,7 +829,11 @@ static void lower_stmts(Lower *L, const Ast *list, Ev *ret) {
       if (ret && ret->nv == 0) returned = true;
       break;
     case AST_ERROR: break;
-    default:
+    case AST_INT: case AST_FLOAT: case AST_SIZE: case AST_BOOL:
+    case AST_NAME: case AST_BINOP: case AST_NEG: case AST_CALL:
+    case AST_OPTION: case AST_TYPE: case AST_REPEAT: case AST_CHECKPOINT:
+    case AST_BLOCK: case AST_MODEL: case AST_TRAIN: case AST_LIST:
+    case AST_FILE:
       diag_error(st->loc, "a %s cannot appear here", ast_kind_name(st->kind));
       break;
     }
