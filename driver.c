@@ -24,7 +24,8 @@ typedef struct {
   int ndefs, capdefs;
   Config cfg;             /* settings from the command line */
   unsigned cfg_set;       /* which of cfg the command line set */
-  int64_t size_arg;       /* --budget / --max-batch SIZE */
+  bool budget_given;      /* --budget SIZE (in cfg.budget) */
+  int64_t size_arg;       /* --max-batch SIZE */
   int64_t device_memory;  /* --device-memory, -1 if none */
   const char *emit_path;  /* --emit-cuda FILE */
   const char *timeline;   /* --timeline FILE */
@@ -40,6 +41,8 @@ static void usage(FILE *f) {
       "actions (default --peak):\n"
       "  --peak                 the memory plan of one training step\n"
       "  --budget SIZE          place checkpoints so the step fits in SIZE\n"
+      "                         (alone: the placement report; with another\n"
+      "                         action: that action on the placed plan)\n"
       "  --max-batch SIZE       the largest `let batch` that fits in SIZE\n"
       "  --emit-mdl             the model with the placed checkpoints\n"
       "  --emit-cuda FILE.cu    write the CUDA program of the step\n"
@@ -64,7 +67,8 @@ static void usage(FILE *f) {
       "  --eager                every GPU step eager (no CUDA graph replay)\n"
       "  --json  -o FILE  -q  --dump-after=PASS  --version  --help\n"
       "\n"
-      "SIZE: plain bytes or with a unit: 512MiB, 8GiB, 64KiB, 1GB.\n",
+      "SIZE: plain bytes or with a unit, any case, a decimal fraction\n"
+      "allowed: 512MiB, 1.5GiB, 47.4GB, 15gb (GB = 10^9 B, GiB = 2^30 B).\n",
       f);
 }
 
@@ -73,11 +77,17 @@ static const char *need_arg(int argc, char **argv, int *i) {
   return argv[++*i];
 }
 
+/* A size as people type it (util.c's size_parse: 1.5GiB, 47.4GB, 15gb);
+ * exit 2 saying what is wrong with it. */
 static int64_t size_arg(const char *opt, const char *s) {
   int64_t v;
-  if (!parse_size(s, &v))
-    die_usage("%s: '%s' is not a size (try 8GiB, 512MiB or plain bytes)", opt,
-              s);
+  const char *why;
+  if (!size_parse(s, &v, &why)) {
+    if (strcmp(why, "is not a size") == 0)
+      die_usage("%s: '%s' is not a size (try 1.5GiB, 47.4GB, 512MiB or plain "
+                "bytes)", opt, s);
+    die_usage("%s: '%s' %s", opt, s, why);
+  }
   return v;
 }
 
@@ -102,12 +112,6 @@ static int word_arg(const char *opt, const char *s, const char *const *words,
 }
 
 static void set_action(Options *o, Action a, const char *opt) {
-  /* --emit-mdl prints what --budget placed: the two go together */
-  if (o->action_set && o->action == ACT_EMIT_MDL && a == ACT_BUDGET) return;
-  if (o->action_set && o->action == ACT_BUDGET && a == ACT_EMIT_MDL) {
-    o->action = a;
-    return;
-  }
   if (o->action_set && o->action != a)
     die_usage("%s: only one action at a time", opt);
   o->action = a;
@@ -133,9 +137,10 @@ static void parse_args(int argc, char **argv, Options *o) {
     const char *a = argv[i];
     if (strcmp(a, "--peak") == 0) set_action(o, ACT_PEAK, a);
     else if (strcmp(a, "--budget") == 0) {
-      set_action(o, ACT_BUDGET, a);
+      /* a setting (placement for the action), or alone the action */
       o->cfg.budget = size_arg(a, need_arg(argc, argv, &i));
       o->cfg_set |= CFG_BUDGET;
+      o->budget_given = true;
     } else if (strcmp(a, "--max-batch") == 0) {
       set_action(o, ACT_MAX_BATCH, a);
       o->size_arg = size_arg(a, need_arg(argc, argv, &i));
@@ -217,6 +222,11 @@ static void parse_args(int argc, char **argv, Options *o) {
     }
   }
   if (!o->file) die_usage("no model file given (see mdlc --help)");
+  /* --budget alone is the placement report; with an action, a setting */
+  if (o->budget_given && !o->action_set) o->action = ACT_BUDGET;
+  if (o->budget_given && o->action == ACT_MAX_BATCH)
+    die_usage("--max-batch SIZE searches with its own size; it does not "
+              "take --budget");
   if (o->action == ACT_RUN && o->cfg.gpus > 1)
     die_usage("--run executes one device; --gpus %d is for --peak",
               o->cfg.gpus);
@@ -345,7 +355,8 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
   switch (o->action) {
   case ACT_PEAK:
     report_peak(g, &(ReportOpts){.json = o->run.json,
-                                 .device_memory = o->device_memory},
+                                 .device_memory = o->device_memory,
+                                 .placement = p->placed ? pl : NULL},
                 out);
     if (o->device_memory >= 0 && !report_fits(g, o->device_memory)) rc = 1;
     break;
@@ -364,6 +375,9 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
     rc = o->device_cpu ? cpu_run(g, &o->run) : cuda_run(g, &o->run);
     break;
   case ACT_BUDGET:
+    if (g->cfg.infer)
+      die_usage("--budget places checkpoints for training; --infer has no "
+                "backward pass");
     rc = report_budget(g, pl, o->run.json, out);
     break;
   case ACT_MAX_BATCH:

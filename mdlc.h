@@ -62,7 +62,10 @@ void sb_putc(StrBuf *sb, char c);
 bool mul_ok(int64_t a, int64_t b, int64_t *out);
 bool add_ok(int64_t a, int64_t b, int64_t *out);
 
-/* Sizes: "8GiB", "512MiB", "64KiB", "1GB", "100B", "1234". */
+/* Sizes: "8GiB", "1.5GiB", "47.4GB", "15gb", "100B", "1234" (units in any
+ * case, a fraction of a byte dropped). size_parse says why not in *why
+ * ("is negative", "is too large", "is not a size: ..."). */
+bool size_parse(const char *s, int64_t *out, const char **why);
 bool parse_size(const char *s, int64_t *out);
 /* "1.50 GiB" style, into buf (at least 32 bytes); returns buf. */
 const char *fmt_bytes(int64_t bytes, char *buf);
@@ -751,6 +754,7 @@ void mdl_emit(const Graph *g, const Source *src, const char *header,
 typedef struct {
   bool json;              /* one JSON document instead of the text report */
   int64_t device_memory;  /* --device-memory SIZE, or -1 */
+  const Placement *placement; /* checkpoints placed for a budget, or NULL */
 } ReportOpts;
 
 /* Estimated bytes of the CUDA context and library handles, added when

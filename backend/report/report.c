@@ -110,6 +110,28 @@ bool report_fits(const Graph *g, int64_t device_memory) {
   return g->peak + CONTEXT_ESTIMATE_BYTES <= device_memory;
 }
 
+/* The checkpoints a budget placed, for --peak (and --budget with another
+ * action): the plan reported is the placed one. */
+static void print_placement(const Graph *g, const Placement *r, FILE *f) {
+  char u[32];
+  fprintf(f, "  checkpoints placed for the budget %lld B (%s): %d segment%s, "
+          "%lld FLOPs recomputed (%.2f%% of the forward)%s\n",
+          (long long)g->cfg.budget, fmt_bytes(g->cfg.budget, u),
+          r->nsegments, r->nsegments == 1 ? "" : "s",
+          (long long)r->extra_flops,
+          100.0 * (double)r->extra_flops /
+              (double)(r->fwd_flops > 0 ? r->fwd_flops : 1),
+          r->fits ? "" : "; the budget cannot be met, this is the smallest "
+                         "peak found");
+}
+
+static void placement_json(const Graph *g, const Placement *r, FILE *f) {
+  fprintf(f, "  \"placement\": {\"budget\": %lld, \"fits\": %s, "
+          "\"segments\": %d, \"extra_flops\": %lld},\n",
+          (long long)g->cfg.budget, r->fits ? "true" : "false", r->nsegments,
+          (long long)r->extra_flops);
+}
+
 static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
   int top[10];
   int ntop = largest_at_peak(g, top, 10);
@@ -129,7 +151,9 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
     fprintf(f, ", \"phase\": \"%s\", \"what\": ", instr_phase[in->kind]);
     json_str(f, instr_describe(g, g->peak_at));
   }
-  fprintf(f, "},\n  \"persistent_bytes\": %lld,\n",
+  fprintf(f, "},\n");
+  if (o->placement) placement_json(g, o->placement, f);
+  fprintf(f, "  \"persistent_bytes\": %lld,\n",
           (long long)g->persistent_bytes);
   fprintf(f, "  \"live_after_forward\": %lld,\n",
           (long long)live_after_forward(g));
@@ -185,6 +209,7 @@ void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
   fprintf(f, "peak: %lld B (%s)\n", (long long)g->peak, fmt_bytes(g->peak, u));
   fprintf(f, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
           instr_describe(g, g->peak_at));
+  if (o->placement) print_placement(g, o->placement, f);
   fprintf(f, "\nat the peak, by category:\n");
   for (int c = 0; c < CAT_COUNT; c++)
     if (g->by_cat[c]) line_bytes(f, category_name[c], g->by_cat[c]);
