@@ -172,7 +172,9 @@ bool size_parse(const char *s, int64_t *out, const char **why) {
   if (!isdigit((unsigned char)*p)) return false;
   int64_t whole = 0;
   bool big = false;
-  for (; isdigit((unsigned char)*p) || (*p == '_' && isdigit((unsigned char)p[1])); p++) {
+  for (; isdigit((unsigned char)*p) ||
+         (*p == '_' && isdigit((unsigned char)p[1]));
+       p++) {
     if (*p == '_') continue;
     if (!mul_ok(whole, 10, &whole) || !add_ok(whole, *p - '0', &whole))
       big = true, whole = 0;

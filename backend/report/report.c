@@ -110,6 +110,21 @@ bool report_fits(const Graph *g, int64_t device_memory) {
   return g->peak + CONTEXT_ESTIMATE_BYTES <= device_memory;
 }
 
+const char *device_memory_text(const Config *c) {
+  char u1[32], u2[32], u3[32];
+  const Gpu *gpu = cfg_gpu(c);
+  if (gpu && gpu->memory != c->device_memory) gpu = NULL; /* not its size */
+  int64_t room = c->device_memory - CONTEXT_ESTIMATE_BYTES;
+  if (room < 0) room = 0;
+  return xsprintf("device memory %lld B (%s%s%s) less the CUDA context "
+                  "estimate %lld B (%s) = %lld B (%s)",
+                  (long long)c->device_memory, fmt_bytes(c->device_memory, u1),
+                  gpu ? ", " : "", gpu ? gpu->name : "",
+                  (long long)CONTEXT_ESTIMATE_BYTES,
+                  fmt_bytes(CONTEXT_ESTIMATE_BYTES, u2), (long long)room,
+                  fmt_bytes(room, u3));
+}
+
 /* The checkpoints a budget placed, for --peak (and --budget with another
  * action): the plan reported is the placed one. */
 static void print_placement(const Graph *g, const Placement *r, FILE *f) {
@@ -174,11 +189,12 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
   }
   fprintf(f, "\n  ],\n  \"instructions\": %d,\n  \"buffers\": %d", g->nins,
           g->nbufs);
-  if (o->device_memory >= 0)
+  int64_t dm = g->cfg.device_memory;
+  if (dm >= 0)
     fprintf(f, ",\n  \"device_memory\": %lld,\n  \"context_estimate\": %lld,\n"
                "  \"fits\": %s",
-            (long long)o->device_memory, (long long)CONTEXT_ESTIMATE_BYTES,
-            report_fits(g, o->device_memory) ? "true" : "false");
+            (long long)dm, (long long)CONTEXT_ESTIMATE_BYTES,
+            report_fits(g, dm) ? "true" : "false");
   fprintf(f, "\n}\n");
 }
 
@@ -231,11 +247,14 @@ void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
   fprintf(f, "  %lld B (%s, %.2f%%) above the peak of live bytes\n",
           (long long)over, fmt_bytes(over, u2),
           g->peak ? 100.0 * (double)over / (double)g->peak : 0.0);
-  if (o->device_memory >= 0) {
+  int64_t dm = g->cfg.device_memory;
+  if (dm >= 0) {
+    const Gpu *gpu = cfg_gpu(&g->cfg);
+    if (gpu && gpu->memory != dm) gpu = NULL; /* --device-memory won */
     int64_t need = g->peak + CONTEXT_ESTIMATE_BYTES;
-    fprintf(f, "\ndevice memory %lld B (%s): %s\n", (long long)o->device_memory,
-            fmt_bytes(o->device_memory, u),
-            report_fits(g, o->device_memory) ? "fits" : "does NOT fit");
+    fprintf(f, "\ndevice memory %lld B (%s%s%s): %s\n", (long long)dm,
+            fmt_bytes(dm, u), gpu ? ", " : "", gpu ? gpu->name : "",
+            report_fits(g, dm) ? "fits" : "does NOT fit");
     fprintf(f, "  peak %lld B + CUDA context and library handles, estimated "
                "%lld B = %lld B (%s)\n",
             (long long)g->peak, (long long)CONTEXT_ESTIMATE_BYTES,
