@@ -812,6 +812,57 @@ const Gpu *cfg_gpu(const Config *c);
 int64_t fit_limit(const Config *c);
 
 /* ======================================================================
+ * backend/report/traffic.c: bytes and FLOPs of every instruction, and the
+ * roofline floor on a named GPU (the rules: docs/cli-notes.md)
+ * ====================================================================== */
+
+typedef struct {
+  int64_t read;     /* bytes read from device memory, each operand once */
+  int64_t written;  /* bytes written (an accumulated gradient also read) */
+  int64_t flops;    /* FLOPs (a backward: twice its forward) */
+} Traffic;
+
+/* The phases the step's figures are totalled by. */
+enum { PH_FWD, PH_RECOMPUTE, PH_BWD, PH_OPT, PH_COUNT };
+extern const char *const traffic_phase_name[PH_COUNT];
+/* Forward, recompute, backward (the seed, backward steps and
+ * reduce-scatters) or optimizer. */
+int traffic_phase(InstrKind k);
+
+typedef struct {
+  Traffic t;        /* summed */
+  int instrs;       /* instructions */
+  double floor;     /* roofline floor, seconds (0 without a GPU) */
+  int mem_bound;    /* instructions whose floor is bytes / bandwidth */
+  double mem_floor; /* seconds of the floor they take */
+} PhaseTraffic;
+
+typedef struct {
+  PhaseTraffic phase[PH_COUNT];
+  PhaseTraffic total;
+} StepTraffic;
+
+Traffic instr_traffic(const Graph *g, int i);
+/* Instruction i runs on 16-bit tensor cores: a matmul-class op (linear,
+ * matmul, conv2d, sdpa) whose first operand is f16 or bf16. */
+bool instr_tensor16(const Graph *g, int i);
+/* Seconds: max(bytes / bandwidth, FLOPs / the rate it runs at). */
+double traffic_floor(const Gpu *gpu, Traffic t, bool tensor16);
+double instr_floor(const Graph *g, int i, const Gpu *gpu);
+/* Every instruction's figures by phase; gpu may be NULL (no floors). */
+void step_traffic(const Graph *g, const Gpu *gpu, StepTraffic *st);
+/* "H100 SXM (80.00 GiB, 3350 GB/s, ...)" */
+void print_gpu(const Gpu *gpu, FILE *f);
+/* --peak's traffic section (text), and its JSON members ("traffic", and
+ * with a GPU "gpu" and "roofline_ms"), each line ending in ",\n". */
+void report_traffic(const Graph *g, FILE *f);
+void report_traffic_json(const Graph *g, FILE *f);
+/* --run --profile: ms[i] the measured milliseconds per step of
+ * instruction i; a table by op and pass, largest first, with achieved
+ * bandwidth and FLOP rate and, with a GPU named, the floor beside. */
+void report_op_times(const Graph *g, const double *ms, FILE *f);
+
+/* ======================================================================
  * backend/: running the step
  * ====================================================================== */
 

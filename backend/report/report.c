@@ -172,6 +172,7 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
           (long long)g->persistent_bytes);
   fprintf(f, "  \"live_after_forward\": %lld,\n",
           (long long)live_after_forward(g));
+  report_traffic_json(g, f);
   fprintf(f, "  \"arena_bytes\": %lld,\n", (long long)g->arena_bytes);
   fprintf(f, "  \"planned_bytes\": %lld,\n",
           (long long)(g->arena_bytes + g->persistent_bytes));
@@ -247,6 +248,7 @@ void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
   fprintf(f, "  %lld B (%s, %.2f%%) above the peak of live bytes\n",
           (long long)over, fmt_bytes(over, u2),
           g->peak ? 100.0 * (double)over / (double)g->peak : 0.0);
+  report_traffic(g, f);
   int64_t dm = g->cfg.device_memory;
   if (dm >= 0) {
     const Gpu *gpu = cfg_gpu(&g->cfg);
@@ -275,12 +277,30 @@ static const char *saved_text(const Node *n) {
   return sb.s;
 }
 
+/* The forward and backward instruction of each node, -1 where none. */
+static void node_instrs(const Graph *g, int *fwd, int *bwd) {
+  for (int i = 0; i < g->nnodes; i++) fwd[i] = bwd[i] = -1;
+  for (int i = 0; i < g->nins; i++) {
+    const Instr *in = &g->ins[i];
+    if (in->kind == IK_FWD) fwd[in->node] = i;
+    else if (in->kind == IK_BWD) bwd[in->node] = i;
+  }
+}
+
 void report_ops(const Graph *g, bool json, FILE *f) {
   char s1[160];
+  const Gpu *gpu = cfg_gpu(&g->cfg);
+  int *fwd = xalloc(sizeof(int) * (size_t)(g->nnodes ? g->nnodes : 1));
+  int *bwd = xalloc(sizeof(int) * (size_t)(g->nnodes ? g->nnodes : 1));
+  node_instrs(g, fwd, bwd);
   if (json) fprintf(f, "[");
-  else
-    fprintf(f, "%5s  %-14s %-34s %-22s %-24s %s\n", "#", "op", "name",
-            "output", "parameters", "saves");
+  else {
+    fprintf(f, "%5s  %-14s %-34s %-22s %12s %14s %12s %12s %14s %12s %12s",
+            "#", "op", "name", "output", "parameters", "flops", "read",
+            "written", "bwd flops", "bwd read", "bwd written");
+    if (gpu) fprintf(f, " %11s %11s", "floor us", "bwd floor");
+    fprintf(f, "  %s\n", "saves");
+  }
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     const Value *y = &g->vals[n->out[0]];
@@ -288,20 +308,37 @@ void report_ops(const Graph *g, bool json, FILE *f) {
     for (int k = 0; k < n->nin; k++)
       if (g->vals[n->in[k]].kind == VK_PARAM)
         params += shape_numel_ok(&g->vals[n->in[k]].shape);
+    Traffic tf = fwd[i] >= 0 ? instr_traffic(g, fwd[i]) : (Traffic){0, 0, 0};
+    Traffic tb = bwd[i] >= 0 ? instr_traffic(g, bwd[i]) : (Traffic){0, 0, 0};
+    double ff = gpu && fwd[i] >= 0 ? instr_floor(g, fwd[i], gpu) : 0;
+    double fb = gpu && bwd[i] >= 0 ? instr_floor(g, bwd[i], gpu) : 0;
     if (json) {
       fprintf(f, "%s\n  {\"index\": %d, \"op\": \"%s\", \"name\": ", i ? "," : "",
               i, op_info[n->op].name);
       json_str(f, n->name);
       fprintf(f, ", \"dtype\": \"%s\", \"shape\": \"%s\", \"params\": %lld, "
-                 "\"flops\": %lld, \"saves\": \"%s\"}",
+                 "\"flops\": %lld, \"bytes_read\": %lld, \"bytes_written\": "
+                 "%lld, \"bwd_flops\": %lld, \"bwd_bytes_read\": %lld, "
+                 "\"bwd_bytes_written\": %lld",
               dtype_name(y->dtype), shape_str(&y->shape, s1), (long long)params,
-              (long long)op_flops(g, i), saved_text(n));
+              (long long)op_flops(g, i), (long long)tf.read,
+              (long long)tf.written, (long long)tb.flops, (long long)tb.read,
+              (long long)tb.written);
+      if (gpu)
+        fprintf(f, ", \"floor_us\": %.6g, \"bwd_floor_us\": %.6g", ff * 1e6,
+                fb * 1e6);
+      fprintf(f, ", \"saves\": \"%s\"}", saved_text(n));
     } else {
       char out[200];
       snprintf(out, sizeof out, "%s%s", dtype_name(y->dtype),
                shape_str(&y->shape, s1));
-      fprintf(f, "%5d  %-14s %-34s %-22s %-24lld %s\n", i, op_info[n->op].name,
-              n->name, out, (long long)params, saved_text(n));
+      fprintf(f, "%5d  %-14s %-34s %-22s %12lld %14lld %12lld %12lld %14lld "
+              "%12lld %12lld", i, op_info[n->op].name, n->name, out,
+              (long long)params, (long long)op_flops(g, i), (long long)tf.read,
+              (long long)tf.written, (long long)tb.flops, (long long)tb.read,
+              (long long)tb.written);
+      if (gpu) fprintf(f, " %11.3f %11.3f", ff * 1e6, fb * 1e6);
+      fprintf(f, "  %s\n", saved_text(n));
     }
   }
   fprintf(f, json ? "\n]\n" : "");
