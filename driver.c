@@ -24,8 +24,9 @@ typedef struct {
   int ndefs, capdefs;
   Config cfg;             /* settings from the command line */
   unsigned cfg_set;       /* which of cfg the command line set */
-  int64_t size_arg;       /* --budget / --max-batch SIZE */
-  int64_t device_memory;  /* --device-memory, -1 if none */
+  bool budget_given;      /* --budget SIZE (in cfg.budget) */
+  int64_t size_arg;       /* --max-batch SIZE */
+  bool device_memory_given; /* --device-memory SIZE (in cfg) */
   const char *emit_path;  /* --emit-cuda FILE */
   const char *timeline;   /* --timeline FILE */
   const char *dump_after; /* --dump-after=PASS */
@@ -40,6 +41,8 @@ static void usage(FILE *f) {
       "actions (default --peak):\n"
       "  --peak                 the memory plan of one training step\n"
       "  --budget SIZE          place checkpoints so the step fits in SIZE\n"
+      "                         (alone: the placement report; with another\n"
+      "                         action: that action on the placed plan)\n"
       "  --max-batch SIZE       the largest `let batch` that fits in SIZE\n"
       "  --emit-mdl             the model with the placed checkpoints\n"
       "  --emit-cuda FILE.cu    write the CUDA program of the step\n"
@@ -57,14 +60,18 @@ static void usage(FILE *f) {
       "  --infer                forward only\n"
       "  --optimizer-in-backward  update each parameter when its gradient is done\n"
       "  --gpus N --zero S      data parallel over N devices, ZeRO stage S\n"
-      "  --device-memory SIZE   does it fit (CUDA context included)\n"
+      "  --device-memory SIZE   the device's memory: every action fits the\n"
+      "                         peak plus the CUDA context estimate into it\n"
+      "  --gpu NAME             a card from mdlc's table (docs/gpus.md): its\n"
+      "                         memory, and the roofline of traffic figures\n"
       "  --device cuda|cpu      where --run runs (cpu: the reference executor)\n"
       "  --steps N --seed N --lr X --data fixed|fresh --alloc pool|arena\n"
       "  --check                compare the GPU steps with the CPU reference\n"
       "  --eager                every GPU step eager (no CUDA graph replay)\n"
       "  --json  -o FILE  -q  --dump-after=PASS  --version  --help\n"
       "\n"
-      "SIZE: plain bytes or with a unit: 512MiB, 8GiB, 64KiB, 1GB.\n",
+      "SIZE: plain bytes or with a unit, any case, a decimal fraction\n"
+      "allowed: 512MiB, 1.5GiB, 47.4GB, 15gb (GB = 10^9 B, GiB = 2^30 B).\n",
       f);
 }
 
@@ -73,11 +80,17 @@ static const char *need_arg(int argc, char **argv, int *i) {
   return argv[++*i];
 }
 
+/* A size as people type it (util.c's size_parse: 1.5GiB, 47.4GB, 15gb);
+ * exit 2 saying what is wrong with it. */
 static int64_t size_arg(const char *opt, const char *s) {
   int64_t v;
-  if (!parse_size(s, &v))
-    die_usage("%s: '%s' is not a size (try 8GiB, 512MiB or plain bytes)", opt,
-              s);
+  const char *why;
+  if (!size_parse(s, &v, &why)) {
+    if (strcmp(why, "is not a size") == 0)
+      die_usage("%s: '%s' is not a size (try 1.5GiB, 47.4GB, 512MiB or plain "
+                "bytes)", opt, s);
+    die_usage("%s: '%s' %s", opt, s, why);
+  }
   return v;
 }
 
@@ -102,12 +115,6 @@ static int word_arg(const char *opt, const char *s, const char *const *words,
 }
 
 static void set_action(Options *o, Action a, const char *opt) {
-  /* --emit-mdl prints what --budget placed: the two go together */
-  if (o->action_set && o->action == ACT_EMIT_MDL && a == ACT_BUDGET) return;
-  if (o->action_set && o->action == ACT_BUDGET && a == ACT_EMIT_MDL) {
-    o->action = a;
-    return;
-  }
   if (o->action_set && o->action != a)
     die_usage("%s: only one action at a time", opt);
   o->action = a;
@@ -120,7 +127,7 @@ static const char *const long_opts[] = {
     "--workspace", "--infer", "--optimizer-in-backward", "--gpus", "--zero",
     "--device-memory", "--device", "--steps", "--seed", "--alloc", "--json",
     "--version", "--help", "--dump-after", "--check", "--lr", "--data",
-    "--profile", "--eager",
+    "--profile", "--eager", "--gpu",
 };
 
 static void parse_args(int argc, char **argv, Options *o) {
@@ -133,9 +140,10 @@ static void parse_args(int argc, char **argv, Options *o) {
     const char *a = argv[i];
     if (strcmp(a, "--peak") == 0) set_action(o, ACT_PEAK, a);
     else if (strcmp(a, "--budget") == 0) {
-      set_action(o, ACT_BUDGET, a);
+      /* a setting (placement for the action), or alone the action */
       o->cfg.budget = size_arg(a, need_arg(argc, argv, &i));
       o->cfg_set |= CFG_BUDGET;
+      o->budget_given = true;
     } else if (strcmp(a, "--max-batch") == 0) {
       set_action(o, ACT_MAX_BATCH, a);
       o->size_arg = size_arg(a, need_arg(argc, argv, &i));
@@ -175,8 +183,20 @@ static void parse_args(int argc, char **argv, Options *o) {
       o->cfg.gpus = (int)int_arg(a, need_arg(argc, argv, &i), 1, 1 << 20);
     else if (strcmp(a, "--zero") == 0)
       o->cfg.zero = (int)int_arg(a, need_arg(argc, argv, &i), 0, 3);
-    else if (strcmp(a, "--device-memory") == 0)
-      o->device_memory = size_arg(a, need_arg(argc, argv, &i));
+    else if (strcmp(a, "--device-memory") == 0) {
+      o->cfg.device_memory = size_arg(a, need_arg(argc, argv, &i));
+      o->cfg_set |= CFG_DEVICE_MEMORY;
+      o->device_memory_given = true;
+    } else if (strcmp(a, "--gpu") == 0) {
+      const char *name = need_arg(argc, argv, &i);
+      o->cfg.gpu = gpu_lookup(name);
+      if (o->cfg.gpu < 0) {
+        const char *near = gpu_suggest(name);
+        die_usage("--gpu: unknown card '%s'%s%s%s (mdlc knows %s)", name,
+                  near ? "; did you mean " : "", near ? near : "",
+                  near ? "?" : "", gpu_names());
+      }
+    }
     else if (strcmp(a, "--device") == 0)
       o->device_cpu = word_arg(a, need_arg(argc, argv, &i), devices, 2) == 1;
     else if (strcmp(a, "--steps") == 0)
@@ -217,6 +237,16 @@ static void parse_args(int argc, char **argv, Options *o) {
     }
   }
   if (!o->file) die_usage("no model file given (see mdlc --help)");
+  /* --gpu gives the device memory unless --device-memory says otherwise */
+  if (o->cfg.gpu >= 0 && !o->device_memory_given) {
+    o->cfg.device_memory = gpu_table[o->cfg.gpu].memory;
+    o->cfg_set |= CFG_DEVICE_MEMORY;
+  }
+  /* --budget alone is the placement report; with an action, a setting */
+  if (o->budget_given && !o->action_set) o->action = ACT_BUDGET;
+  if (o->budget_given && o->action == ACT_MAX_BATCH)
+    die_usage("--max-batch SIZE searches with its own size; it does not "
+              "take --budget");
   if (o->action == ACT_RUN && o->cfg.gpus > 1)
     die_usage("--run executes one device; --gpus %d is for --peak",
               o->cfg.gpus);
@@ -241,7 +271,7 @@ static Pipeline pipeline_of(const Options *o) {
 static int report_budget(const Graph *g, const Placement *r, bool json,
                          FILE *out) {
   char b1[32], b2[32];
-  int64_t budget = g->cfg.budget;
+  int64_t budget = g->cfg.budget, limit = fit_limit(&g->cfg);
   bool fits = r->fits;
   double fw = r->fwd_flops > 0 ? (double)r->fwd_flops : 1;
   double pf = 100.0 * (double)r->extra_flops / fw;
@@ -255,10 +285,21 @@ static int report_budget(const Graph *g, const Placement *r, bool json,
             (long long)r->base_peak, fits ? "true" : "false",
             (long long)r->peak, g->peak_at + 1, g->nins);
     json_str(out, g->peak_at >= 0 ? instr_describe(g, g->peak_at) : "");
-    fprintf(out, "},\n \"segments\": [");
+    fprintf(out, "},\n");
+    if (g->cfg.device_memory >= 0)
+      fprintf(out, " \"device_memory\": %lld, \"context_estimate\": %lld, "
+              "\"limit\": %lld,\n", (long long)g->cfg.device_memory,
+              (long long)CONTEXT_ESTIMATE_BYTES, (long long)limit);
+    fprintf(out, " \"segments\": [");
   } else {
     fprintf(out, "model %s: budget %lld B (%s)\n", g->model_name,
             (long long)budget, fmt_bytes(budget, b1));
+    if (g->cfg.device_memory >= 0)
+      fprintf(out, "%s: the step's peak may take %lld B (%s), %s\n",
+              device_memory_text(&g->cfg), (long long)limit,
+              fmt_bytes(limit, b2),
+              limit < budget ? "less than the budget: placing for that"
+                             : "the budget is the smaller");
     fprintf(out, "without checkpoints: peak %lld B (%s)\n",
             (long long)r->base_peak, fmt_bytes(r->base_peak, b2));
   }
@@ -307,6 +348,14 @@ static int report_budget(const Graph *g, const Placement *r, bool json,
   if (g->peak_at >= 0)
     fprintf(out, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
             instr_describe(g, g->peak_at));
+  if (g->cfg.device_memory >= 0)
+    fprintf(out, "  with the context: %lld B + %lld B = %lld B (%s) of the "
+            "device's %lld B: %s\n", (long long)r->peak,
+            (long long)CONTEXT_ESTIMATE_BYTES,
+            (long long)(r->peak + CONTEXT_ESTIMATE_BYTES),
+            fmt_bytes(r->peak + CONTEXT_ESTIMATE_BYTES, b2),
+            (long long)g->cfg.device_memory,
+            report_fits(g, g->cfg.device_memory) ? "fits" : "does NOT fit");
   fprintf(out, "extra work: %lld FLOPs recomputed = %.2f%% of the forward, "
           "%.2f%% of the step (forward + backward taken as 3x forward)\n",
           (long long)r->extra_flops, pf, ps);
@@ -332,6 +381,25 @@ static int report_budget(const Graph *g, const Placement *r, bool json,
   return 1;
 }
 
+/* --run and --emit-cuda on a device too small for the step: an error
+ * naming the sizes (exit 1), before anything is built. */
+static bool fits_device(const Graph *g) {
+  if (g->cfg.device_memory < 0 || report_fits(g, g->cfg.device_memory))
+    return true;
+  char b1[32], b2[32];
+  int64_t need = g->peak + CONTEXT_ESTIMATE_BYTES, dm = g->cfg.device_memory;
+  fprintf(stderr, "mdlc: error: the step needs %lld B (%s: peak %lld B + "
+          "CUDA context estimate %lld B); the device has %lld B (%s)\n",
+          (long long)need, fmt_bytes(need, b1), (long long)g->peak,
+          (long long)CONTEXT_ESTIMATE_BYTES, (long long)dm,
+          fmt_bytes(dm, b2));
+  if (dm > CONTEXT_ESTIMATE_BYTES)
+    fprintf(stderr, "  hint: --budget SIZE places checkpoints so that it "
+            "fits (the peak may take %lld B); --peak shows what takes the "
+            "memory\n", (long long)(dm - CONTEXT_ESTIMATE_BYTES));
+  return false;
+}
+
 static int run_action(const Options *o, const Pipeline *p, Graph *g) {
   const Placement *pl = &p->placement;
   FILE *out = stdout;
@@ -345,14 +413,16 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
   switch (o->action) {
   case ACT_PEAK:
     report_peak(g, &(ReportOpts){.json = o->run.json,
-                                 .device_memory = o->device_memory},
+                                 .placement = p->placed ? pl : NULL},
                 out);
-    if (o->device_memory >= 0 && !report_fits(g, o->device_memory)) rc = 1;
+    if (g->cfg.device_memory >= 0 && !report_fits(g, g->cfg.device_memory))
+      rc = 1;
     break;
   case ACT_OPS:
     report_ops(g, o->run.json, out);
     break;
   case ACT_EMIT_CUDA: {
+    if (!fits_device(g)) return 1;
     FILE *f = fopen(o->emit_path, "w");
     if (!f) die_usage("--emit-cuda: cannot write '%s': %s", o->emit_path,
                       strerror(errno));
@@ -361,9 +431,13 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
     break;
   }
   case ACT_RUN:
+    if (!fits_device(g)) return 1;
     rc = o->device_cpu ? cpu_run(g, &o->run) : cuda_run(g, &o->run);
     break;
   case ACT_BUDGET:
+    if (g->cfg.infer)
+      die_usage("--budget places checkpoints for training; --infer has no "
+                "backward pass");
     rc = report_budget(g, pl, o->run.json, out);
     break;
   case ACT_MAX_BATCH:
@@ -391,6 +465,9 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
               (long long)pl->extra_flops,
               100.0 * (double)pl->extra_flops /
                   (double)(pl->fwd_flops > 0 ? pl->fwd_flops : 1));
+    if (g->cfg.device_memory >= 0)
+      sb_printf(&h, "# %s: placed for %lld B\n", device_memory_text(&g->cfg),
+                (long long)fit_limit(&g->cfg));
     sb_printf(&h, "# (segments only at boundaries the source can write: "
               "between model statements and between the calls of a "
               "repeat)\n");
@@ -420,7 +497,7 @@ static int run_action(const Options *o, const Pipeline *p, Graph *g) {
 
 int main(int argc, char **argv) {
   atexit(mem_free_all);
-  Options o = {.device_memory = -1};
+  Options o = {0};
   o.cfg = graph_new()->cfg; /* the defaults */
   parse_args(argc, argv, &o);
   Pipeline p = pipeline_of(&o);

@@ -8,7 +8,10 @@
  * the peak (and, with placement, the segments and recomputation) of the
  * compile that last fit. A compile lowers the parsed file again
  * (Pipeline.src) with -D batch=N and no budget of its own; with --gpus N
- * every batch must divide over the devices, as for any compile.
+ * every batch must divide over the devices, as for any compile. With a
+ * device memory (--device-memory, --gpu, train `device_memory`) the peak
+ * must also fit into it less the CUDA context estimate: the search runs
+ * at the smaller of the two (fit_limit).
  *
  *   mlp at 1GiB: batch 1 .. 65536 fit, 131072 does not; bisection between
  *   them finds 92996 without checkpoints.
@@ -67,6 +70,12 @@ static Found search(Pipeline *q, Define *slot, bool place, int64_t size) {
 int max_batch(const Pipeline *p, const Graph *g, int64_t size, bool json,
               FILE *out) {
   char b1[32];
+  int64_t asked = size;
+  if (g->cfg.device_memory >= 0) {
+    Config c = g->cfg;
+    c.budget = size;
+    size = fit_limit(&c);
+  }
   if (g->batch < 0)
     die_usage("--max-batch varies `let batch`, but the model has no "
               "top-level `let batch`");
@@ -106,8 +115,12 @@ int max_batch(const Pipeline *p, const Graph *g, int64_t size, bool json,
   if (json) {
     fprintf(out, "{\"model\": ");
     json_str(out, g->model_name);
-    fprintf(out, ", \"size\": %lld, \"batch_was\": %lld", (long long)size,
+    fprintf(out, ", \"size\": %lld, \"batch_was\": %lld", (long long)asked,
             (long long)g->batch);
+    if (g->cfg.device_memory >= 0)
+      fprintf(out, ", \"device_memory\": %lld, \"context_estimate\": %lld, "
+              "\"limit\": %lld", (long long)g->cfg.device_memory,
+              (long long)CONTEXT_ESTIMATE_BYTES, (long long)size);
     for (int mode = 0; mode < 2; mode++) {
       const Found *f = &res[mode];
       fprintf(out, ",\n \"%s\": {\"max_batch\": %lld, \"peak\": %lld",
@@ -123,7 +136,12 @@ int max_batch(const Pipeline *p, const Graph *g, int64_t size, bool json,
     return rc;
   }
   fprintf(out, "(budget %lld B (%s); model %s, `let batch` was %lld)\n",
-          (long long)size, fmt_bytes(size, b1), g->model_name,
+          (long long)asked, fmt_bytes(asked, b1), g->model_name,
           (long long)g->batch);
+  if (g->cfg.device_memory >= 0)
+    fprintf(out, "(%s: every peak above fits in %lld B (%s), %s)\n",
+            device_memory_text(&g->cfg), (long long)size,
+            fmt_bytes(size, b1),
+            size < asked ? "less than the budget" : "the budget");
   return rc;
 }

@@ -62,7 +62,10 @@ void sb_putc(StrBuf *sb, char c);
 bool mul_ok(int64_t a, int64_t b, int64_t *out);
 bool add_ok(int64_t a, int64_t b, int64_t *out);
 
-/* Sizes: "8GiB", "512MiB", "64KiB", "1GB", "100B", "1234". */
+/* Sizes: "8GiB", "1.5GiB", "47.4GB", "15gb", "100B", "1234" (units in any
+ * case, a fraction of a byte dropped). size_parse says why not in *why
+ * ("is negative", "is too large", "is not a size: ..."). */
+bool size_parse(const char *s, int64_t *out, const char **why);
 bool parse_size(const char *s, int64_t *out);
 /* "1.50 GiB" style, into buf (at least 32 bytes); returns buf. */
 const char *fmt_bytes(int64_t bytes, char *buf);
@@ -400,12 +403,15 @@ typedef struct {
   bool opt_in_backward;  /* update each parameter as soon as its gradient is complete */
   int gpus;              /* data-parallel devices, default 1 */
   int zero;              /* ZeRO stage 0..3 */
+  int64_t device_memory; /* bytes of the device (--device-memory, --gpu, or
+                            train `device_memory`), -1 if none */
+  int gpu;               /* --gpu: a row of gpu_table, -1 if none */
 } Config;
 
 /* Which config keys were given on the command line (they win over train). */
 enum {
   CFG_PRECISION = 1, CFG_OPTIMIZER = 2, CFG_STATE_DTYPE = 4,
-  CFG_WORKSPACE = 8, CFG_BUDGET = 16,
+  CFG_WORKSPACE = 8, CFG_BUDGET = 16, CFG_DEVICE_MEMORY = 32,
 };
 
 typedef struct {
@@ -756,17 +762,22 @@ void mdl_emit(const Graph *g, const Source *src, const char *header,
 
 typedef struct {
   bool json;              /* one JSON document instead of the text report */
-  int64_t device_memory;  /* --device-memory SIZE, or -1 */
+  const Placement *placement; /* checkpoints placed for a budget, or NULL */
 } ReportOpts;
 
 /* Estimated bytes of the CUDA context and library handles, added when
- * answering "does it fit" (--device-memory): `--run` measured 602.8 MiB
+ * answering "does it fit" (--device-memory, --gpu; fit_limit): `--run` measured 602.8 MiB
  * (632,094,720 B) on an H100 with CUDA 13, cuBLAS and cuDNN 9, rounded up
  * (bench/RESULTS.md). */
 #define CONTEXT_ESTIMATE_BYTES (int64_t)(640LL << 20)
 
 void report_peak(const Graph *g, const ReportOpts *o, FILE *f);
+/* The peak plus CONTEXT_ESTIMATE_BYTES is at most device_memory. */
 bool report_fits(const Graph *g, int64_t device_memory);
+/* "device memory 8589934592 B (8.00 GiB, RTX 3060 Ti) less the CUDA
+ * context estimate 671088640 B (640.00 MiB) = 7918845952 B (7.38 GiB)"
+ * for the reports that fit into it. */
+const char *device_memory_text(const Config *c);
 void report_ops(const Graph *g, bool json, FILE *f);
 void timeline_write(const Graph *g, const char *path);
 /* A description of instruction i: "backward of layernorm 'layer[3]/...'". */
@@ -776,6 +787,86 @@ const char *instr_describe(const Graph *g, int i);
 int largest_at_peak(const Graph *g, int *bufs, int max);
 /* Total parameter elements (VK_PARAM values). */
 int64_t graph_param_count(const Graph *g);
+
+/* ======================================================================
+ * backend/report/gpus.c: the cards mdlc knows (docs/gpus.md), and the
+ * bytes a step may take on one
+ * ====================================================================== */
+
+typedef struct {
+  const char *name;  /* as the vendor writes it: "H100 SXM" */
+  int64_t memory;    /* bytes of device memory (the datasheet's GB are GiB) */
+  double bandwidth;  /* DRAM bytes per second */
+  double flops16;    /* dense 16-bit tensor-core FLOP/s, f32 accumulate */
+  double flops32;    /* f32 FLOP/s of the CUDA cores (no TF32) */
+} Gpu;
+
+extern const Gpu gpu_table[];
+extern const int gpu_count;
+/* The row named `name` (any case; spaces, hyphens, underscores ignored;
+ * a few aliases: "h100", "4090"), or -1. */
+int gpu_lookup(const char *name);
+/* "'A100 40GB' or 'A100 80GB'": the rows `name` may have meant, or NULL. */
+const char *gpu_suggest(const char *name);
+/* "'RTX 3060 Ti', 'T4', ...": every row, for messages. */
+const char *gpu_names(void);
+/* The card c names (--gpu), or NULL. */
+const Gpu *cfg_gpu(const Config *c);
+/* The most bytes the step's peak may take: the budget, or the device
+ * memory less CONTEXT_ESTIMATE_BYTES (at least 0), whichever is smaller;
+ * -1 when neither is given. Placement and --max-batch fit into it. */
+int64_t fit_limit(const Config *c);
+
+/* ======================================================================
+ * backend/report/traffic.c: bytes and FLOPs of every instruction, and the
+ * roofline floor on a named GPU (the rules: docs/cli-notes.md)
+ * ====================================================================== */
+
+typedef struct {
+  int64_t read;     /* bytes read from device memory, each operand once */
+  int64_t written;  /* bytes written (an accumulated gradient also read) */
+  int64_t flops;    /* FLOPs (a backward: twice its forward) */
+} Traffic;
+
+/* The phases the step's figures are totalled by. */
+enum { PH_FWD, PH_RECOMPUTE, PH_BWD, PH_OPT, PH_COUNT };
+extern const char *const traffic_phase_name[PH_COUNT];
+/* Forward, recompute, backward (the seed, backward steps and
+ * reduce-scatters) or optimizer. */
+int traffic_phase(InstrKind k);
+
+typedef struct {
+  Traffic t;        /* summed */
+  int instrs;       /* instructions */
+  double floor;     /* roofline floor, seconds (0 without a GPU) */
+  int mem_bound;    /* instructions whose floor is bytes / bandwidth */
+  double mem_floor; /* seconds of the floor they take */
+} PhaseTraffic;
+
+typedef struct {
+  PhaseTraffic phase[PH_COUNT];
+  PhaseTraffic total;
+} StepTraffic;
+
+Traffic instr_traffic(const Graph *g, int i);
+/* Instruction i runs on 16-bit tensor cores: a matmul-class op (linear,
+ * matmul, conv2d, sdpa) whose first operand is f16 or bf16. */
+bool instr_tensor16(const Graph *g, int i);
+/* Seconds: max(bytes / bandwidth, FLOPs / the rate it runs at). */
+double traffic_floor(const Gpu *gpu, Traffic t, bool tensor16);
+double instr_floor(const Graph *g, int i, const Gpu *gpu);
+/* Every instruction's figures by phase; gpu may be NULL (no floors). */
+void step_traffic(const Graph *g, const Gpu *gpu, StepTraffic *st);
+/* "H100 SXM (80.00 GiB, 3350 GB/s, ...)" */
+void print_gpu(const Gpu *gpu, FILE *f);
+/* --peak's traffic section (text), and its JSON members ("traffic", and
+ * with a GPU "gpu" and "roofline_ms"), each line ending in ",\n". */
+void report_traffic(const Graph *g, FILE *f);
+void report_traffic_json(const Graph *g, FILE *f);
+/* --run --profile: ms[i] the measured milliseconds per step of
+ * instruction i; a table by op and pass, largest first, with achieved
+ * bandwidth and FLOP rate and, with a GPU named, the floor beside. */
+void report_op_times(const Graph *g, const double *ms, FILE *f);
 
 /* ======================================================================
  * backend/: running the step

@@ -147,25 +147,77 @@ bool add_ok(int64_t a, int64_t b, int64_t *out) {
   return !__builtin_add_overflow(a, b, out);
 }
 
-/* "8GiB" = 8 * 2^30, "1GB" = 10^9, "100B" = 100, "1234" = 1234.
- * Underscores between digits are allowed, as in the language. */
-bool parse_size(const char *s, int64_t *out) {
+/* Sizes as people type them: digits (underscores between them allowed),
+ * an optional decimal fraction, optional spaces, and a unit in any case:
+ * B, KB MB GB TB (powers of 1000), KiB MiB GiB TiB (powers of 1024), or
+ * none (bytes). "1.5GiB" = 1610612736, "47.4GB" = 47400000000, "15gb" =
+ * 15000000000, "512mib" = 536870912. A fraction of a byte is dropped
+ * (rounded toward zero: "1.0001KB" = 1000 B): a size is a limit, and
+ * rounding down never claims a byte that was not given. At most 18
+ * decimals (enough for a byte of a TiB); exact, no floating point. */
+bool size_parse(const char *s, int64_t *out, const char **why) {
   static const struct { const char *unit; int64_t mult; } units[] = {
       {"", 1},          {"B", 1},
       {"KiB", 1LL << 10}, {"MiB", 1LL << 20}, {"GiB", 1LL << 30},
       {"TiB", 1LL << 40}, {"KB", 1000LL},      {"MB", 1000000LL},
       {"GB", 1000000000LL}, {"TB", 1000000000000LL},
   };
-  int64_t v = 0;
   const char *p = s;
-  if (!isdigit((unsigned char)*p)) return false;
-  for (; isdigit((unsigned char)*p) || (*p == '_' && isdigit((unsigned char)p[1])); p++) {
-    if (*p == '_') continue;
-    if (!mul_ok(v, 10, &v) || !add_ok(v, *p - '0', &v)) return false;
+  *why = "is not a size";
+  while (*p == ' ') p++;
+  if (*p == '-' && (isdigit((unsigned char)p[1]) || p[1] == '.')) {
+    *why = "is negative: a size is a number of bytes, 0 or more";
+    return false;
   }
-  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-    if (strcmp(p, units[i].unit) == 0) return mul_ok(v, units[i].mult, out);
+  if (!isdigit((unsigned char)*p)) return false;
+  int64_t whole = 0;
+  bool big = false;
+  for (; isdigit((unsigned char)*p) ||
+         (*p == '_' && isdigit((unsigned char)p[1]));
+       p++) {
+    if (*p == '_') continue;
+    if (!mul_ok(whole, 10, &whole) || !add_ok(whole, *p - '0', &whole))
+      big = true, whole = 0;
+  }
+  int64_t frac = 0, den = 1; /* the fraction is frac / den */
+  if (*p == '.') {
+    p++;
+    if (!isdigit((unsigned char)*p)) return false;
+    for (; isdigit((unsigned char)*p); p++) {
+      if (den == 1000000000000000000LL) {
+        *why = "has more than 18 decimals";
+        return false;
+      }
+      frac = frac * 10 + (*p - '0');
+      den *= 10;
+    }
+  }
+  while (*p == ' ') p++;
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    const char *u = units[i].unit;
+    size_t n = strlen(u);
+    bool same = strlen(p) == n;
+    for (size_t j = 0; same && j < n; j++)
+      same = tolower((unsigned char)p[j]) == tolower((unsigned char)u[j]);
+    if (!same) continue;
+    /* whole * mult + floor(frac * mult / den), in 128 bits */
+    __extension__ typedef __int128 i128;
+    i128 v = (i128)whole * units[i].mult + (i128)frac * units[i].mult / den;
+    if (big || v > INT64_MAX) {
+      *why = "is too large (the most is 9223372036854775807 B, 8 EiB)";
+      return false;
+    }
+    *out = (int64_t)v;
+    return true;
+  }
+  *why = xsprintf("is not a size: unknown unit '%s' (B, KB, MB, GB, TB, "
+                  "KiB, MiB, GiB, TiB, in any case)", p);
   return false;
+}
+
+bool parse_size(const char *s, int64_t *out) {
+  const char *why;
+  return size_parse(s, out, &why);
 }
 
 const char *fmt_bytes(int64_t bytes, char *buf) {

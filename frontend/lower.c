@@ -869,20 +869,20 @@ static void bad_word(const Ast *key, const Ast *val, const char *const *names,
 
 static void lower_train(Lower *L, const Ast *t, unsigned cfg_set) {
   static const char *const keys[] = {"optimizer", "precision", "state_dtype",
-                                     "workspace", "budget"};
+                                     "workspace", "budget", "device_memory"};
   static const char *const sdt[] = {"f32", "bf16", "f16"};
   static const DType sdt_t[] = {DT_F32, DT_BF16, DT_F16};
   Config *c = &L->g->cfg;
-  const Ast *seen[5] = {0};
+  const Ast *seen[6] = {0};
   for (int i = 0; i < t->nkid; i++) {
     const Ast *kv = t->kid[i], *val = kv->kid[0];
-    int k = word_index(kv->str, keys, 5);
+    int k = word_index(kv->str, keys, 6);
     if (k < 0) {
       diag_error(kv->name_loc, "unknown train setting '%s'", shown(kv->str));
-      const char *near = frontend_suggest(kv->str, keys, 5);
+      const char *near = frontend_suggest(kv->str, keys, 6);
       if (near) diag_hint("did you mean '%s'?", near);
       else diag_hint("the settings are optimizer, precision, state_dtype, "
-                     "workspace and budget");
+                     "workspace, budget and device_memory");
       continue;
     }
     if (seen[k]) {
@@ -892,7 +892,8 @@ static void lower_train(Lower *L, const Ast *t, unsigned cfg_set) {
     }
     seen[k] = kv;
     static const unsigned bit[] = {CFG_OPTIMIZER, CFG_PRECISION,
-                                   CFG_STATE_DTYPE, CFG_WORKSPACE, CFG_BUDGET};
+                                   CFG_STATE_DTYPE, CFG_WORKSPACE, CFG_BUDGET,
+                                   CFG_DEVICE_MEMORY};
     bool cli = cfg_set & bit[k];
     const char *w = val->kind == AST_NAME ? val->str : "";
     switch (k) {
@@ -914,13 +915,14 @@ static void lower_train(Lower *L, const Ast *t, unsigned cfg_set) {
       else if (!cli) c->state_dtype = (int)sdt_t[d];
       break;
     }
-    default: /* workspace, budget: sizes */
+    default: /* workspace, budget, device_memory: sizes */
       if (val->kind != AST_SIZE && val->kind != AST_INT) {
         diag_error(val->loc, "'%s' takes a size such as 32MiB or 8GiB",
                    kv->str);
       } else if (!cli) {
         if (k == 3) c->workspace = val->ival;
-        else c->budget = val->ival;
+        else if (k == 4) c->budget = val->ival;
+        else c->device_memory = val->ival;
       }
       break;
     }

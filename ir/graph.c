@@ -50,6 +50,8 @@ Graph *graph_new(void) {
       .state_dtype = -1,
       .workspace = 32LL << 20,
       .budget = -1,
+      .device_memory = -1,
+      .gpu = -1,
       .gpus = 1,
   };
   return g;

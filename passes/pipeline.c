@@ -71,18 +71,23 @@ static void run_frontend(Pipeline *p) {
 
 static void run_precision(Pipeline *p) { pass_precision(p->g); }
 
-/* --emit-mdl allows only the boundaries the source can write. */
+/* Placement fits the peak into fit_limit: the budget, or the device
+ * memory less the CUDA context when that is smaller. --emit-mdl allows
+ * only the boundaries the source can write. */
 static void run_placement(Pipeline *p) {
   Graph *g = p->g;
   const bool *cut =
       p->source_cuts ? mdl_cut_points(g, p->src) : NULL;
-  pass_placement(g, g->cfg.budget, cut, &p->placement);
+  int64_t limit = fit_limit(&g->cfg);
+  pass_placement(g, limit, cut, &p->placement);
   p->placed = true;
   if (!p->placement.fits && p->note_unmet) {
     char b1[32], b2[32];
-    fprintf(stderr, "mdlc: note: budget %lld B (%s) cannot be met; using "
+    fprintf(stderr, "mdlc: note: %s %lld B (%s) cannot be met; using "
             "the smallest peak found, %lld B (%s)\n",
-            (long long)g->cfg.budget, fmt_bytes(g->cfg.budget, b1),
+            limit < g->cfg.budget ? "the device memory less the context,"
+                                  : "budget",
+            (long long)limit, fmt_bytes(limit, b1),
             (long long)p->placement.peak, fmt_bytes(p->placement.peak, b2));
   }
 }

@@ -64,7 +64,10 @@ void mdlrt_after_launch(const char *file, int line) {
  * gaps between consecutive events are added to the op's kind (its name up
  * to the first quote: "backward of layernorm"). Steps after the first are
  * summed and printed to stderr at shutdown. Events cost a few microseconds
- * of host time each, so only for profiling. */
+ * of host time each, so only for profiling. MDLRT_PROF=ins (`mdlc --run
+ * --profile`) instead prints each instruction's mean time per step on
+ * stdout, "mdlrt: prof INSTR MS" (the instruction index the emitted name
+ * starts with, "[12] ..."), for mdlc to put beside its traffic. */
 enum { PROF_EVENTS = 16384, PROF_KINDS = 256 };
 static struct {
   cudaEvent_t ev[PROF_EVENTS];
@@ -76,6 +79,9 @@ static struct {
   double ms[PROF_KINDS];
   long calls[PROF_KINDS];
   int nkinds;
+  int per_instr;             /* MDLRT_PROF=ins */
+  double *ins_ms;            /* per instruction index, summed */
+  int ins_cap;
 } prof;
 
 static void prof_record(const char *what) {
@@ -85,7 +91,27 @@ static void prof_record(const char *what) {
   prof.name[prof.n++] = what;
 }
 
+static void prof_add_instr(const char *what, double ms) {
+  if (what[0] != '[') return;
+  int i = atoi(what + 1);
+  if (i < 0) return;
+  if (i >= prof.ins_cap) {
+    int cap = prof.ins_cap ? prof.ins_cap : 1024;
+    while (cap <= i) cap *= 2;
+    double *p = (double *)realloc(prof.ins_ms, sizeof(double) * (size_t)cap);
+    if (!p) return;
+    memset(p + prof.ins_cap, 0, sizeof(double) * (size_t)(cap - prof.ins_cap));
+    prof.ins_ms = p;
+    prof.ins_cap = cap;
+  }
+  prof.ins_ms[i] += ms;
+}
+
 static void prof_add(const char *what, double ms) {
+  if (prof.per_instr) {
+    prof_add_instr(what, ms);
+    return;
+  }
   char k[64];
   const char *s = strstr(what, "] ");
   s = s ? s + 2 : what;
@@ -117,6 +143,15 @@ static void prof_step_end(void) {
 
 static void prof_print(void) {
   if (!prof.steps) return;
+  if (prof.per_instr) {
+    for (int i = 0; i < prof.ins_cap; i++)
+      if (prof.ins_ms[i] > 0)
+        printf("mdlrt: prof %d %.6f\n", i, prof.ins_ms[i] / prof.steps);
+    fflush(stdout);
+    free(prof.ins_ms);
+    prof.ins_ms = NULL;
+    return;
+  }
   double total = 0;
   for (int i = 0; i < prof.nkinds; i++) total += prof.ms[i];
   fprintf(stderr, "mdlrt profile: ms per step (mean of %d), by kind of op\n",
@@ -199,7 +234,8 @@ void mdlrt_init(const mdlrt_config *cfg) {
   const char *s = getenv("MDLRT_SYNC");
   mdlrt_rt.sync = s && *s == '1';
   s = getenv("MDLRT_PROF");
-  mdlrt_rt.prof = s && *s == '1';
+  prof.per_instr = s && strcmp(s, "ins") == 0;
+  mdlrt_rt.prof = s && (*s == '1' || prof.per_instr);
   CUDA_CHECK(cudaSetDevice(0));
   CUDA_CHECK(cudaFree(0)); /* the context, now */
   CUDA_CHECK(cudaStreamCreateWithFlags(&mdlrt_rt.stream,

@@ -40,16 +40,12 @@ struct Exec {
   uint64_t step;       /* 0-based step */
   int cur;             /* instruction running, for messages */
   jmp_buf fail;        /* a failed check unwinds here (cpu_run_stats) */
-  double *prof;        /* --profile: ms per (op, pass), or NULL */
+  double *prof;        /* --profile: ms per instruction, all steps, or NULL */
   FILE *grads;         /* the first step's gradients go here, or NULL */
   void *tmp[16];       /* what a hook's cpu_saved and cpu_ints gathered */
   int ntmp;
   const CpuStats *st;  /* the test probes, or NULL */
 };
-
-/* --profile rows: forward (recompute included) and backward of each op,
- * then the seed and the optimizer. */
-enum { PROF_BWD = OP_COUNT, PROF_SEED = 2 * OP_COUNT, PROF_OPT, PROF_N };
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -515,35 +511,13 @@ static void break_plan(Graph *g) {
 
 static double now_ms(void);
 
-static int prof_row(const Graph *g, const Instr *in) {
-  switch (in->kind) {
-  case IK_FWD:
-  case IK_RECOMPUTE: return (int)g->nodes[in->node].op;
-  case IK_BWD: return PROF_BWD + (int)g->nodes[in->node].op;
-  case IK_SEED: return PROF_SEED;
-  case IK_OPT: case IK_REDUCE: case IK_COUNT: break;
-  }
-  return PROF_OPT;
-}
-
+/* --profile: each instruction's time per step beside its traffic
+ * (backend/report/traffic.c), largest op first. */
 static void print_profile(const Exec *e, int steps) {
-  double total = 0;
-  for (int r = 0; r < PROF_N; r++) total += e->prof[r];
-  printf("time by op (ms per step):\n");
-  for (;;) {  /* largest first */
-    int best = -1;
-    for (int r = 0; r < PROF_N; r++)
-      if (e->prof[r] > 0 && (best < 0 || e->prof[r] > e->prof[best])) best = r;
-    if (best < 0) break;
-    const char *what = best == PROF_SEED ? "seed"
-                       : best == PROF_OPT ? "optimizer"
-                                          : op_info[best % OP_COUNT].name;
-    printf("  %-16s %-8s %10.3f  %5.1f%%\n", what,
-           best >= PROF_SEED ? "" : best >= PROF_BWD ? "backward" : "forward",
-           e->prof[best] / steps, 100 * e->prof[best] / (total ? total : 1));
-    e->prof[best] = -e->prof[best];  /* printed */
-  }
-  for (int r = 0; r < PROF_N; r++) e->prof[r] = fabs(e->prof[r]);
+  const Graph *g = e->g;
+  double *ms = xalloc(sizeof(double) * (size_t)(g->nins ? g->nins : 1));
+  for (int i = 0; i < g->nins; i++) ms[i] = e->prof[i] / steps;
+  report_op_times(g, ms, stdout);
 }
 
 static double now_ms(void) {
@@ -584,7 +558,7 @@ static float run_step(Exec *e) {
     case IK_COUNT:
       ICE("cpu_run: instruction kind %d in a single-device step", in->kind);
     }
-    if (e->prof) e->prof[prof_row(g, in)] += now_ms() - t0;
+    if (e->prof) e->prof[i] += now_ms() - t0;
     for (int k = 0; k < in->nfree; k++) free_buf(e, in->free[k]);
   }
   e->cur = g->nins;
@@ -700,7 +674,8 @@ int cpu_run_stats(Graph *g, const RunOpts *o, CpuStats *st) {
            steps, steps == 1 ? "" : "s", o->arena ? "arena" : "pool",
            precision_name[g->cfg.precision],
            g->cfg.infer ? "inference" : optimizer_name[g->cfg.optimizer]);
-  if (o->profile) e->prof = xalloc(sizeof *e->prof * PROF_N);
+  if (o->profile)
+    e->prof = xalloc(sizeof *e->prof * (size_t)(g->nins ? g->nins : 1));
   if (st && st->grads_path && !(e->grads = fopen(st->grads_path, "w")))
     die_machine("cannot write '%s'", st->grads_path);
   for (int s = 0; s < steps; s++) {

@@ -15,6 +15,11 @@
  * device failure inside the program (it exits 3 naming the CUDA error and
  * the op) is passed on as exit 3.
  *
+ * --profile sets MDLRT_PROF=ins for the program (every op synchronizes,
+ * no graph replay), which then prints each instruction's mean time per
+ * step after the first ("mdlrt: prof I MS"); they are printed beside each
+ * op's traffic and, with --gpu, its roofline floor (report_op_times).
+ *
  * --check also runs the same steps on the CPU reference executor and
  * compares every step's loss within a tolerance per precision, every
  * gradient of the first step as the optimizer reads it, and the state after
@@ -123,6 +128,8 @@ typedef struct {
   double *loss, *ms;    /* per step */
   int64_t *peak;        /* per step, pool high-water mark (-1 in arena mode) */
   bool *replay;         /* per step, replayed as a CUDA graph */
+  double *prof_ms;      /* --profile: per instruction, ms per step */
+  int nprof;            /* instructions it has room for */
   char error[300];      /* "cudaErrorX op" if the program failed */
 } Result;
 
@@ -145,6 +152,8 @@ static int run_program(const char *bin, const RunOpts *o, int steps,
   r->replay = xalloc(sizeof(bool) * (size_t)steps);
   r->arena_used = -1;
   char line[1024];
+  int pi;
+  double pms;
   while (fgets(line, sizeof line, p)) {
     long long a, b;
     double loss, ms;
@@ -162,6 +171,8 @@ static int run_program(const char *bin, const RunOpts *o, int steps,
         r->replay[a] = strstr(line, " replay") != NULL;
         if (a + 1 > r->steps) r->steps = (int)a + 1;
       }
+    } else if (sscanf(line, "mdlrt: prof %d %lf", &pi, &pms) == 2) {
+      if (r->prof_ms && pi >= 0 && pi < r->nprof) r->prof_ms[pi] = pms;
     } else if (sscanf(line, "mdlrt: error %127s %127[^\n]", e1, e2) == 2) {
       snprintf(r->error, sizeof r->error, "%s in op %s", e1, e2);
     }
@@ -305,6 +316,9 @@ static StateCheck compare_state(const Graph *g, const char *gpu_path,
 
 int cuda_run(Graph *g, const RunOpts *o) {
   int steps = o->steps > 0 ? o->steps : CUDA_DEFAULT_STEPS;
+  if (o->profile && steps < 2)
+    die_usage("--profile on the GPU times the steps after the first: give "
+              "--steps 2 or more");
   char tmpl[] = "/tmp/mdlc-run-XXXXXX";
   const char *tmp = getenv("TMPDIR");
   char *dir = tmp && *tmp ? xsprintf("%s/mdlc-run-XXXXXX", tmp) : tmpl;
@@ -319,6 +333,12 @@ int cuda_run(Graph *g, const RunOpts *o) {
            dir);
   fflush(stdout);
   Result r = {0};
+  if (o->profile) {
+    r.nprof = g->nins;
+    r.prof_ms = xalloc(sizeof(double) * (size_t)(g->nins ? g->nins : 1));
+    if (setenv("MDLRT_PROF", "ins", 1) != 0)
+      die_machine("cannot set MDLRT_PROF: %s", strerror(errno));
+  }
   const char *gpu_state = xsprintf("%s/gpu.state", dir);
   const char *cpu_state = xsprintf("%s/cpu.state", dir);
   const char *gpu_grads = xsprintf("%s/gpu.grads", dir);
@@ -484,6 +504,7 @@ int cuda_run(Graph *g, const RunOpts *o) {
     else
       printf("step time (median of %d eager steps): %.3f ms\n", steps,
              median);
+    if (o->profile) report_op_times(g, r.prof_ms, stdout);
     if (o->check) {
       printf("check: gradients of step 1 as the optimizer reads them, %d "
              "buffers, %lld elements, |gpu - cpu| <= %g + %g |cpu|: %lld "

@@ -110,6 +110,43 @@ bool report_fits(const Graph *g, int64_t device_memory) {
   return g->peak + CONTEXT_ESTIMATE_BYTES <= device_memory;
 }
 
+const char *device_memory_text(const Config *c) {
+  char u1[32], u2[32], u3[32];
+  const Gpu *gpu = cfg_gpu(c);
+  if (gpu && gpu->memory != c->device_memory) gpu = NULL; /* not its size */
+  int64_t room = c->device_memory - CONTEXT_ESTIMATE_BYTES;
+  if (room < 0) room = 0;
+  return xsprintf("device memory %lld B (%s%s%s) less the CUDA context "
+                  "estimate %lld B (%s) = %lld B (%s)",
+                  (long long)c->device_memory, fmt_bytes(c->device_memory, u1),
+                  gpu ? ", " : "", gpu ? gpu->name : "",
+                  (long long)CONTEXT_ESTIMATE_BYTES,
+                  fmt_bytes(CONTEXT_ESTIMATE_BYTES, u2), (long long)room,
+                  fmt_bytes(room, u3));
+}
+
+/* The checkpoints a budget placed, for --peak (and --budget with another
+ * action): the plan reported is the placed one. */
+static void print_placement(const Graph *g, const Placement *r, FILE *f) {
+  char u[32];
+  fprintf(f, "  checkpoints placed for the budget %lld B (%s): %d segment%s, "
+          "%lld FLOPs recomputed (%.2f%% of the forward)%s\n",
+          (long long)g->cfg.budget, fmt_bytes(g->cfg.budget, u),
+          r->nsegments, r->nsegments == 1 ? "" : "s",
+          (long long)r->extra_flops,
+          100.0 * (double)r->extra_flops /
+              (double)(r->fwd_flops > 0 ? r->fwd_flops : 1),
+          r->fits ? "" : "; the budget cannot be met, this is the smallest "
+                         "peak found");
+}
+
+static void placement_json(const Graph *g, const Placement *r, FILE *f) {
+  fprintf(f, "  \"placement\": {\"budget\": %lld, \"fits\": %s, "
+          "\"segments\": %d, \"extra_flops\": %lld},\n",
+          (long long)g->cfg.budget, r->fits ? "true" : "false", r->nsegments,
+          (long long)r->extra_flops);
+}
+
 static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
   int top[10];
   int ntop = largest_at_peak(g, top, 10);
@@ -129,10 +166,13 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
     fprintf(f, ", \"phase\": \"%s\", \"what\": ", instr_phase[in->kind]);
     json_str(f, instr_describe(g, g->peak_at));
   }
-  fprintf(f, "},\n  \"persistent_bytes\": %lld,\n",
+  fprintf(f, "},\n");
+  if (o->placement) placement_json(g, o->placement, f);
+  fprintf(f, "  \"persistent_bytes\": %lld,\n",
           (long long)g->persistent_bytes);
   fprintf(f, "  \"live_after_forward\": %lld,\n",
           (long long)live_after_forward(g));
+  report_traffic_json(g, f);
   fprintf(f, "  \"arena_bytes\": %lld,\n", (long long)g->arena_bytes);
   fprintf(f, "  \"planned_bytes\": %lld,\n",
           (long long)(g->arena_bytes + g->persistent_bytes));
@@ -150,11 +190,12 @@ static void report_json(const Graph *g, const ReportOpts *o, FILE *f) {
   }
   fprintf(f, "\n  ],\n  \"instructions\": %d,\n  \"buffers\": %d", g->nins,
           g->nbufs);
-  if (o->device_memory >= 0)
+  int64_t dm = g->cfg.device_memory;
+  if (dm >= 0)
     fprintf(f, ",\n  \"device_memory\": %lld,\n  \"context_estimate\": %lld,\n"
                "  \"fits\": %s",
-            (long long)o->device_memory, (long long)CONTEXT_ESTIMATE_BYTES,
-            report_fits(g, o->device_memory) ? "true" : "false");
+            (long long)dm, (long long)CONTEXT_ESTIMATE_BYTES,
+            report_fits(g, dm) ? "true" : "false");
   fprintf(f, "\n}\n");
 }
 
@@ -185,6 +226,7 @@ void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
   fprintf(f, "peak: %lld B (%s)\n", (long long)g->peak, fmt_bytes(g->peak, u));
   fprintf(f, "  at instruction %d of %d: %s\n", g->peak_at + 1, g->nins,
           instr_describe(g, g->peak_at));
+  if (o->placement) print_placement(g, o->placement, f);
   fprintf(f, "\nat the peak, by category:\n");
   for (int c = 0; c < CAT_COUNT; c++)
     if (g->by_cat[c]) line_bytes(f, category_name[c], g->by_cat[c]);
@@ -206,11 +248,15 @@ void report_peak(const Graph *g, const ReportOpts *o, FILE *f) {
   fprintf(f, "  %lld B (%s, %.2f%%) above the peak of live bytes\n",
           (long long)over, fmt_bytes(over, u2),
           g->peak ? 100.0 * (double)over / (double)g->peak : 0.0);
-  if (o->device_memory >= 0) {
+  report_traffic(g, f);
+  int64_t dm = g->cfg.device_memory;
+  if (dm >= 0) {
+    const Gpu *gpu = cfg_gpu(&g->cfg);
+    if (gpu && gpu->memory != dm) gpu = NULL; /* --device-memory won */
     int64_t need = g->peak + CONTEXT_ESTIMATE_BYTES;
-    fprintf(f, "\ndevice memory %lld B (%s): %s\n", (long long)o->device_memory,
-            fmt_bytes(o->device_memory, u),
-            report_fits(g, o->device_memory) ? "fits" : "does NOT fit");
+    fprintf(f, "\ndevice memory %lld B (%s%s%s): %s\n", (long long)dm,
+            fmt_bytes(dm, u), gpu ? ", " : "", gpu ? gpu->name : "",
+            report_fits(g, dm) ? "fits" : "does NOT fit");
     fprintf(f, "  peak %lld B + CUDA context and library handles, estimated "
                "%lld B = %lld B (%s)\n",
             (long long)g->peak, (long long)CONTEXT_ESTIMATE_BYTES,
@@ -231,12 +277,30 @@ static const char *saved_text(const Node *n) {
   return sb.s;
 }
 
+/* The forward and backward instruction of each node, -1 where none. */
+static void node_instrs(const Graph *g, int *fwd, int *bwd) {
+  for (int i = 0; i < g->nnodes; i++) fwd[i] = bwd[i] = -1;
+  for (int i = 0; i < g->nins; i++) {
+    const Instr *in = &g->ins[i];
+    if (in->kind == IK_FWD) fwd[in->node] = i;
+    else if (in->kind == IK_BWD) bwd[in->node] = i;
+  }
+}
+
 void report_ops(const Graph *g, bool json, FILE *f) {
   char s1[160];
+  const Gpu *gpu = cfg_gpu(&g->cfg);
+  int *fwd = xalloc(sizeof(int) * (size_t)(g->nnodes ? g->nnodes : 1));
+  int *bwd = xalloc(sizeof(int) * (size_t)(g->nnodes ? g->nnodes : 1));
+  node_instrs(g, fwd, bwd);
   if (json) fprintf(f, "[");
-  else
-    fprintf(f, "%5s  %-14s %-34s %-22s %-24s %s\n", "#", "op", "name",
-            "output", "parameters", "saves");
+  else {
+    fprintf(f, "%5s  %-14s %-34s %-22s %12s %14s %12s %12s %14s %12s %12s",
+            "#", "op", "name", "output", "parameters", "flops", "read",
+            "written", "bwd flops", "bwd read", "bwd written");
+    if (gpu) fprintf(f, " %11s %11s", "floor us", "bwd floor");
+    fprintf(f, "  %s\n", "saves");
+  }
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     const Value *y = &g->vals[n->out[0]];
@@ -244,20 +308,37 @@ void report_ops(const Graph *g, bool json, FILE *f) {
     for (int k = 0; k < n->nin; k++)
       if (g->vals[n->in[k]].kind == VK_PARAM)
         params += shape_numel_ok(&g->vals[n->in[k]].shape);
+    Traffic tf = fwd[i] >= 0 ? instr_traffic(g, fwd[i]) : (Traffic){0, 0, 0};
+    Traffic tb = bwd[i] >= 0 ? instr_traffic(g, bwd[i]) : (Traffic){0, 0, 0};
+    double ff = gpu && fwd[i] >= 0 ? instr_floor(g, fwd[i], gpu) : 0;
+    double fb = gpu && bwd[i] >= 0 ? instr_floor(g, bwd[i], gpu) : 0;
     if (json) {
       fprintf(f, "%s\n  {\"index\": %d, \"op\": \"%s\", \"name\": ", i ? "," : "",
               i, op_info[n->op].name);
       json_str(f, n->name);
       fprintf(f, ", \"dtype\": \"%s\", \"shape\": \"%s\", \"params\": %lld, "
-                 "\"flops\": %lld, \"saves\": \"%s\"}",
+                 "\"flops\": %lld, \"bytes_read\": %lld, \"bytes_written\": "
+                 "%lld, \"bwd_flops\": %lld, \"bwd_bytes_read\": %lld, "
+                 "\"bwd_bytes_written\": %lld",
               dtype_name(y->dtype), shape_str(&y->shape, s1), (long long)params,
-              (long long)op_flops(g, i), saved_text(n));
+              (long long)op_flops(g, i), (long long)tf.read,
+              (long long)tf.written, (long long)tb.flops, (long long)tb.read,
+              (long long)tb.written);
+      if (gpu)
+        fprintf(f, ", \"floor_us\": %.6g, \"bwd_floor_us\": %.6g", ff * 1e6,
+                fb * 1e6);
+      fprintf(f, ", \"saves\": \"%s\"}", saved_text(n));
     } else {
       char out[200];
       snprintf(out, sizeof out, "%s%s", dtype_name(y->dtype),
                shape_str(&y->shape, s1));
-      fprintf(f, "%5d  %-14s %-34s %-22s %-24lld %s\n", i, op_info[n->op].name,
-              n->name, out, (long long)params, saved_text(n));
+      fprintf(f, "%5d  %-14s %-34s %-22s %12lld %14lld %12lld %12lld %14lld "
+              "%12lld %12lld", i, op_info[n->op].name, n->name, out,
+              (long long)params, (long long)op_flops(g, i), (long long)tf.read,
+              (long long)tf.written, (long long)tb.flops, (long long)tb.read,
+              (long long)tb.written);
+      if (gpu) fprintf(f, " %11.3f %11.3f", ff * 1e6, fb * 1e6);
+      fprintf(f, "  %s\n", saved_text(n));
     }
   }
   fprintf(f, json ? "\n]\n" : "");
